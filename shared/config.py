@@ -1,0 +1,156 @@
+"""holdscan's configuration: one TOML file, sensible defaults, environment overrides.
+
+Every section is a dataclass; a key the file sets that we do not know is an
+error that names the key (a typo must not silently fall back to a default).
+Scanner sections (`[scanners.NAME]`) are kept as raw tables and checked by the
+scanner that owns them, so adding a scanner touches one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+
+
+class ConfigError(ValueError):
+    """The configuration file or an option is wrong; the message says how to fix it."""
+
+
+@dataclass
+class PostfixConfig:
+    config_directory: str = ""      # `postfix -c DIR`; empty: Postfix's default
+    queue_directory: str = ""       # empty: `postconf -h queue_directory`
+    mail_owner: str = ""            # empty: `postconf -h mail_owner`
+
+
+@dataclass
+class DispatcherConfig:
+    state_dir: str = ""             # empty: <queue_directory>/holdscan
+    quarantine_dir: str = ""        # empty: <state_dir>/quarantine
+    max_in_flight: int = 5000
+    batch_size: int = 20            # messages per Celery task
+    batch_wait: float = 0.02        # seconds to wait for a batch to fill
+    verdict_deadline: float = 300.0 # seconds before a message is sent again
+    max_attempts: int = 5
+    on_max_attempts: str = "quarantine"   # or "hold": leave it in hold for a human
+    rescan_interval: float = 30.0
+    metrics_address: str = ""       # "127.0.0.1:9911" to serve Prometheus metrics
+    local_workers: int = 0          # > 0: scan in local processes, no broker
+
+
+@dataclass
+class BrokerConfig:
+    url: str = DEFAULT_BROKER       # also HOLDSCAN_BROKER
+    content_url: str = ""           # Redis for message content and verdicts; empty: url
+    queue: str = "holdscan"
+    visibility_timeout: int = 3600
+    task_time_limit: int = 600      # must stay below visibility_timeout
+    content_ttl: int = 3600
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 0            # 0: one process per core
+    name: str = ""
+
+
+@dataclass
+class HeadersConfig:
+    prefix: str = "X-Holdscan"
+    add_status_header: bool = True
+    subject_tags: dict[str, str] = field(default_factory=dict)   # action -> tag
+
+
+@dataclass
+class Config:
+    postfix: PostfixConfig = field(default_factory=PostfixConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    headers: HeadersConfig = field(default_factory=HeadersConfig)
+    scanners: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    source: str = ""                # the file this came from, for messages
+
+    @property
+    def content_url(self) -> str:
+        return self.broker.content_url or self.broker.url
+
+
+def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in table.items():
+        f = known.get(key)
+        if f is None:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            _fill(current, value, f"{where} [{key}]")
+            continue
+        if isinstance(current, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(current, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(current, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(current))
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be {type(current).__name__}, got {value!r}")
+        setattr(obj, key, value)
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read the TOML file (if any), then apply HOLDSCAN_* environment overrides."""
+    env = dict(os.environ) if env is None else env
+    cfg = Config()
+    path = path or env.get("HOLDSCAN_CONFIG") or None
+    if path:
+        p = Path(path)
+        try:
+            table = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist; create it or leave out --config")
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}")
+        _fill(cfg, table, str(p))
+        cfg.source = str(p)
+    if env.get("HOLDSCAN_BROKER"):
+        cfg.broker.url = env["HOLDSCAN_BROKER"]
+    if env.get("HOLDSCAN_CONTENT_URL"):
+        cfg.broker.content_url = env["HOLDSCAN_CONTENT_URL"]
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    b, d = cfg.broker, cfg.dispatcher
+    if b.task_time_limit >= b.visibility_timeout:
+        raise ConfigError(
+            f"broker.task_time_limit ({b.task_time_limit}s) must be below broker.visibility_timeout "
+            f"({b.visibility_timeout}s), or the broker hands a running scan to a second worker")
+    if d.max_in_flight < 1 or d.batch_size < 1 or d.max_attempts < 1:
+        raise ConfigError("dispatcher.max_in_flight, batch_size and max_attempts must be at least 1")
+    if d.on_max_attempts not in ("quarantine", "hold"):
+        raise ConfigError(f"dispatcher.on_max_attempts must be 'quarantine' or 'hold', "
+                          f"got {d.on_max_attempts!r}")
+    scheme = b.url.split(":", 1)[0]
+    if scheme not in ("redis", "rediss", "amqp", "amqps", "sentinel"):
+        raise ConfigError(f"broker URL {b.url!r}: use redis://, rediss://, sentinel:// or amqp://")
+    content_scheme = cfg.content_url.split(":", 1)[0]
+    if content_scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"the content store must be Redis, got {cfg.content_url!r}; with an AMQP broker "
+            "set broker.content_url (or HOLDSCAN_CONTENT_URL) to a redis:// URL")
+    for name, table in cfg.scanners.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[scanners.{name}] must be a table")

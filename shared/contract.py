@@ -1,0 +1,221 @@
+"""The task contract between the dispatcher and the workers.
+
+A *scan request* names one held message: its queue ID, the attempt number, the
+envelope, and a reference to the message content (a key in the content store;
+the content itself never travels in the task, so a task that outlives its
+message finds nothing to scan). A *verdict* is the worker's answer.
+
+Both are versioned and validated on both ends: a peer that speaks another
+version, or sends something malformed, is refused with ContractError, and the
+dispatcher treats such a verdict as no verdict at all (the message stays in
+hold and is sent again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONTRACT_VERSION = 1
+
+ACTIONS = ("clean", "infected", "blocked", "spam", "unscannable", "error")
+
+# An action's weight when several scanners disagree: the worst wins.
+SEVERITY = {"clean": 0, "spam": 1, "unscannable": 2, "blocked": 3, "infected": 4, "error": 5}
+
+HEADER_EDIT_OPS = ("add", "replace", "subject_tag")
+
+
+class ContractError(ValueError):
+    """A scan request or verdict that does not follow the contract."""
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise ContractError(what)
+
+
+def _str(d: dict[str, Any], key: str, *, empty_ok: bool = True) -> str:
+    value = d.get(key)
+    _require(isinstance(value, str), f"{key!r} must be a string, got {type(value).__name__}")
+    assert isinstance(value, str)
+    _require(empty_ok or value != "", f"{key!r} must not be empty")
+    return value
+
+
+def _int(d: dict[str, Any], key: str) -> int:
+    value = d.get(key)
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+             f"{key!r} must be a non-negative integer, got {value!r}")
+    assert isinstance(value, int)
+    return value
+
+
+def _num(d: dict[str, Any], key: str) -> float:
+    value = d.get(key)
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool),
+             f"{key!r} must be a number, got {value!r}")
+    assert isinstance(value, (int, float))
+    return float(value)
+
+
+def _strlist(d: dict[str, Any], key: str) -> list[str]:
+    value = d.get(key)
+    _require(isinstance(value, list) and all(isinstance(v, str) for v in value),
+             f"{key!r} must be a list of strings")
+    assert isinstance(value, list)
+    return list(value)
+
+
+def _version(d: Any, kind: str) -> dict[str, Any]:
+    _require(isinstance(d, dict), f"a {kind} must be an object, got {type(d).__name__}")
+    version = d.get("v")
+    _require(version == CONTRACT_VERSION,
+             f"{kind} speaks contract version {version!r}, this side speaks {CONTRACT_VERSION}; "
+             "run the same holdscan version on the dispatcher and the workers")
+    return d
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """One message to scan."""
+
+    queue_id: str
+    attempt: int
+    sender: str
+    recipients: list[str]
+    content_key: str        # key of the message bytes in the content store
+    size: int               # length of the message bytes
+    reply_to: str           # where the verdict goes (a list in the content store)
+    submitted_at: float     # dispatcher's clock, seconds since the epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["v"] = CONTRACT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ScanRequest:
+        d = _version(d, "scan request")
+        return cls(
+            queue_id=_str(d, "queue_id", empty_ok=False),
+            attempt=_int(d, "attempt"),
+            sender=_str(d, "sender"),
+            recipients=_strlist(d, "recipients"),
+            content_key=_str(d, "content_key", empty_ok=False),
+            size=_int(d, "size"),
+            reply_to=_str(d, "reply_to", empty_ok=False),
+            submitted_at=_num(d, "submitted_at"),
+        )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one scanner found: e.g. ("clamav", "infected", "Eicar-Test-Signature")."""
+
+    scanner: str
+    action: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Finding:
+        _require(isinstance(d, dict), "a finding must be an object")
+        action = _str(d, "action")
+        _require(action in ACTIONS, f"unknown finding action {action!r}")
+        return cls(scanner=_str(d, "scanner", empty_ok=False), action=action,
+                   detail=_str(d, "detail"))
+
+
+@dataclass(frozen=True)
+class HeaderEdit:
+    """A header change for the dispatcher to apply when it rewrites the file.
+
+    op "add": append header `name: value`; "replace": remove every `name`
+    header, then add one; "subject_tag": prefix the Subject with `value`
+    (name is "Subject").
+    """
+
+    op: str
+    name: str
+    value: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> HeaderEdit:
+        _require(isinstance(d, dict), "a header edit must be an object")
+        op = _str(d, "op")
+        _require(op in HEADER_EDIT_OPS, f"unknown header edit op {op!r}")
+        name = _str(d, "name", empty_ok=False)
+        value = _str(d, "value")
+        _require(all(33 <= ord(c) <= 126 and c != ":" for c in name),
+                 f"header name {name!r} is not a valid field name")
+        _require("\r" not in value and "\n" not in value and "\0" not in value,
+                 f"header value for {name!r} contains CR, LF or NUL")
+        return cls(op=op, name=name, value=value)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A worker's answer for one scan request."""
+
+    queue_id: str
+    attempt: int
+    action: str
+    findings: list[Finding] = field(default_factory=list)
+    header_edits: list[HeaderEdit] = field(default_factory=list)
+    scan_times: dict[str, float] = field(default_factory=dict)   # scanner -> seconds
+    worker: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. spam score and symbols
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{f.scanner}: {f.detail}" for f in self.findings if f.action != "clean"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": CONTRACT_VERSION,
+            "queue_id": self.queue_id,
+            "attempt": self.attempt,
+            "action": self.action,
+            "findings": [f.to_dict() for f in self.findings],
+            "header_edits": [e.to_dict() for e in self.header_edits],
+            "scan_times": dict(self.scan_times),
+            "worker": self.worker,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Verdict:
+        d = _version(d, "verdict")
+        action = _str(d, "action")
+        _require(action in ACTIONS, f"unknown verdict action {action!r}")
+        findings = d.get("findings", [])
+        edits = d.get("header_edits", [])
+        times = d.get("scan_times", {})
+        extra = d.get("extra", {})
+        _require(isinstance(findings, list), "'findings' must be a list")
+        _require(isinstance(edits, list), "'header_edits' must be a list")
+        _require(isinstance(times, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) for k, v in times.items()),
+            "'scan_times' must map scanner names to seconds")
+        _require(isinstance(extra, dict), "'extra' must be an object")
+        return cls(
+            queue_id=_str(d, "queue_id", empty_ok=False),
+            attempt=_int(d, "attempt"),
+            action=action,
+            findings=[Finding.from_dict(f) for f in findings],
+            header_edits=[HeaderEdit.from_dict(e) for e in edits],
+            scan_times={k: float(v) for k, v in times.items()},
+            worker=_str(d, "worker") if "worker" in d else "",
+            extra=extra,
+        )
+
+
+def worst_action(actions: list[str]) -> str:
+    """The verdict action for a set of findings: the most severe one, or clean."""
+    return max(actions, key=SEVERITY.__getitem__, default="clean")
