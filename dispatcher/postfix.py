@@ -48,7 +48,7 @@ def postconf(names: list[str], config_directory: str = "") -> dict[str, str]:
         raise PostfixError("postconf not found: install Postfix (apt-get install postfix), "
                            "or run holdscan on the mail host")
     argv = ["postconf"] + (["-c", config_directory] if config_directory else []) + ["-h"] + names
-    p = subprocess.run(argv, capture_output=True, text=True)
+    p = subprocess.run(argv, check=False, capture_output=True, text=True)
     if p.returncode != 0:
         raise PostfixError(f"postconf failed: {p.stderr.strip()}; check the Postfix configuration"
                            + (f" in {config_directory}" if config_directory else ""))
