@@ -1,0 +1,467 @@
+"""The dispatcher: claim held mail, send it for scanning, apply the verdicts.
+
+One thread runs this loop and owns every claim; the watcher and the verdict
+listener only put events on its queue. The hold file stays the source of
+truth throughout: a message is in flight only while we hold its flock, and
+whatever happens to the broker, the workers or this process, the message is
+still in hold until a verdict has been applied by a spool operation.
+
+    verdict      what happens                                   spool operation
+    clean        delivered as is, or with the status header     release / rewrite
+    spam         delivered with its tags                        rewrite
+    infected     stored aside                                   quarantine
+    blocked      stored aside                                   quarantine
+    unscannable  stored aside                                   quarantine
+    error        stays in hold, tried again with backoff        (none)
+    none in time sent again; after max_attempts sends without
+                 a verdict (a message that kills workers) the
+                 on_max_attempts policy                         quarantine / leave
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dispatcher import queuefile
+from dispatcher.attempts import Attempts
+from dispatcher.crashpoints import crashpoint
+from dispatcher.journal import fsync_dir
+from dispatcher.metrics import Metrics
+from dispatcher.spool import Claim, Spool
+from dispatcher.status import Status
+from dispatcher.transport import TransportError
+from dispatcher.watcher import Watcher
+from shared.config import Config
+from shared.contract import ContractError, ScanRequest, Verdict
+from shared.logging import event
+
+log = logging.getLogger("holdscan.dispatcher")
+
+QUARANTINE_ACTIONS = ("infected", "blocked", "unscannable")
+
+
+class Transport(Protocol):
+    def key(self, queue_id: str) -> str: ...
+    def start(self, on_verdicts: Any, on_state: Any) -> None: ...
+    def submit(self, batch: list[tuple[ScanRequest, bytes]], expires: float) -> None: ...
+    def forget(self, keys: list[str]) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class InFlight:
+    claim: Claim
+    qf: queuefile.QueueFile
+    message: bytes
+    request: ScanRequest | None = None
+    sent_at: float = 0.0          # 0: not handed over yet
+
+
+@dataclass
+class Stats:
+    verdicts: dict[str, int] = field(default_factory=dict)
+    workers_seen: dict[str, float] = field(default_factory=dict)
+    last_errors: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        self.last_errors = (self.last_errors + [f"{time.strftime('%F %T')} {text}"])[-20:]
+
+
+class Dispatcher:
+    def __init__(self, cfg: Config, spool: Spool, transport: Transport,
+                 dispatcher_id: str = "", once: bool = False) -> None:
+        self.cfg = cfg
+        self.d = cfg.dispatcher
+        self.spool = spool
+        self.transport = transport
+        self.id = dispatcher_id or socket.gethostname()
+        self.once = once
+        self.metrics = Metrics()
+        self.attempts = Attempts(spool.state_dir / "attempts.sqlite")
+        self.status = Status(spool.state_dir / "status.json")
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.candidates: OrderedDict[Path, None] = OrderedDict()
+        self.in_flight: dict[str, InFlight] = {}
+        self.unsent: list[str] = []                    # claimed, waiting for the next batch
+        self.retry_at: dict[str, float] = {}           # queue ID -> not before (error backoff)
+        self.errors_in_a_row: dict[str, int] = {}
+        self.unparseable: set[tuple[str, int]] = set()
+        self.component_state: dict[str, str] = {}
+        self.stats = Stats()
+        self.stopping = False
+        self.watcher = Watcher(spool.hold_dir, lambda p: self.events.put(("path", p)))
+        self._submit_backoff_until = 0.0
+        self._submit_backoff = 0.5
+
+    # -- life cycle -------------------------------------------------------------------
+    def run(self) -> int:
+        report = self.spool.recover()
+        if report.rolled_forward or report.orphans_removed:
+            event(log, logging.INFO, "recovered after an unclean stop",
+                  rolled_forward=len(report.rolled_forward),
+                  orphans_removed=len(report.orphans_removed))
+        if self.d.metrics_address:
+            self.metrics.serve(self.d.metrics_address)
+        self.transport.start(lambda vs: self.events.put(("verdicts", vs)),
+                             lambda c, s: self.events.put(("state", (c, s))))
+        if not self.once:
+            self.watcher.start()
+        signal.signal(signal.SIGTERM, lambda *a: self.events.put(("stop", None)))
+        signal.signal(signal.SIGINT, lambda *a: self.events.put(("stop", None)))
+        self.rescan()
+        event(log, logging.INFO, "dispatcher started", id=self.id, hold=self.spool.hold_dir,
+              candidates=len(self.candidates))
+        total = len(self.candidates)
+        next_rescan = time.monotonic() + self.d.rescan_interval
+        next_housekeeping = 0.0
+        batch_started = 0.0
+        try:
+            while True:
+                self._drain_events(timeout=self._wait_time(batch_started))
+                if self.stopping:
+                    break
+                self._claim_candidates()
+                if self.unsent and not batch_started:
+                    batch_started = time.monotonic()
+                batch_due = self.unsent and (
+                    len(self.unsent) >= self.d.batch_size
+                    or time.monotonic() - batch_started >= self.d.batch_wait
+                    or (self.once and not self.candidates))
+                if batch_due and self._flush():
+                    batch_started = 0.0
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    self._resend_overdue()
+                    self._housekeeping()
+                    next_housekeeping = now + 1.0
+                if now >= next_rescan:
+                    self.rescan()
+                    next_rescan = now + self.d.rescan_interval
+                if self.once:
+                    self._progress(total)
+                    if not self.candidates and not self.in_flight and not self.unsent:
+                        break
+        finally:
+            self._shutdown()
+        return 0
+
+    def _wait_time(self, batch_started: float) -> float:
+        if self.candidates and len(self.in_flight) < self.d.max_in_flight:
+            return 0.0
+        if self.unsent:
+            return max(0.0, self.d.batch_wait - (time.monotonic() - batch_started))
+        return 0.2
+
+    def _drain_events(self, timeout: float) -> None:
+        try:
+            kind, value = self.events.get(timeout=timeout) if timeout > 0 else \
+                self.events.get_nowait()
+        except queue.Empty:
+            return
+        verdicts: list[Any] = []
+        while True:
+            if kind == "path":
+                if value is None:
+                    self.rescan()
+                else:
+                    self.candidates[value] = None
+            elif kind == "verdicts":
+                verdicts.extend(value if isinstance(value, list) else [value])
+            elif kind == "state":
+                self._state_change(*value)
+            elif kind == "stop":
+                event(log, logging.INFO, "stopping: applying the verdicts in hand")
+                self.stopping = True
+            try:
+                kind, value = self.events.get_nowait()
+            except queue.Empty:
+                break
+        if verdicts:
+            self._apply_all(verdicts)
+
+    def _shutdown(self) -> None:
+        self.watcher.stop() if not self.once else None
+        # Verdicts that already arrived are applied; everything else stays in hold.
+        self._drain_events(timeout=0)
+        keys = [self.transport.key(q) for q in self.in_flight]
+        for inf in self.in_flight.values():
+            inf.claim.close()
+        self.in_flight.clear()
+        self.transport.forget(keys)
+        self.transport.close()
+        self._housekeeping()
+        self.attempts.close()
+        event(log, logging.INFO, "dispatcher stopped")
+
+    # -- finding and claiming -----------------------------------------------------------
+    def rescan(self) -> None:
+        """Every file in hold, oldest first, as candidates (the safety net under inotify)."""
+        found = []
+        for p in self.spool.hold_files():
+            try:
+                found.append((p.stat().st_mtime, p))
+            except FileNotFoundError:
+                continue
+        found.sort()
+        for _, p in found:
+            self.candidates[p] = None
+        self.metrics.hold_depth.set(len(found))
+        self._hold_depth = len(found)
+
+    def _claim_candidates(self) -> None:
+        now = time.monotonic()
+        while self.candidates and len(self.in_flight) < self.d.max_in_flight and \
+                not self.stopping:
+            path, _ = self.candidates.popitem(last=False)
+            qid = path.name
+            if qid in self.in_flight or self.retry_at.get(qid, 0) > now:
+                continue
+            claim = self.spool.claim(path)
+            if claim is None:
+                continue
+            if (qid, claim.inode) in self.unparseable:
+                claim.close()
+                continue
+            crashpoint("dispatch.after_claim")
+            try:
+                qf = queuefile.parse(claim.read_bytes())
+                message = qf.message_bytes(b"\r\n")
+            except queuefile.QueueFileError as e:
+                self.unparseable.add((qid, claim.inode))
+                claim.close()
+                self.metrics.errors.labels("unparseable").inc()
+                self.stats.error(f"{qid}: cannot parse: {e}")
+                event(log, logging.ERROR, "cannot parse queue file; leaving it in hold for a "
+                      "human (inspect with `postcat -q ID`, release unscanned with "
+                      "`postsuper -H ID`)", queue_id=qid, error=str(e))
+                continue
+            self.in_flight[qid] = InFlight(claim, qf, message)
+            self.unsent.append(qid)
+        self.metrics.in_flight.set(len(self.in_flight))
+
+    # -- submitting ----------------------------------------------------------------------
+    def _flush(self) -> bool:
+        """Hand the unsent messages to the workers. False: try again later (backoff)."""
+        if time.monotonic() < self._submit_backoff_until:
+            return False
+        ids = [q for q in self.unsent if q in self.in_flight]
+        self.unsent = []
+        if not ids:
+            return True
+        counts = self.attempts.increment_many([(q, self.in_flight[q].claim.inode) for q in ids])
+        batch: list[tuple[ScanRequest, bytes]] = []
+        now = time.time()
+        for qid in ids:
+            inf = self.in_flight[qid]
+            if counts[qid] > self.d.max_attempts:
+                self._give_up(inf, counts[qid] - 1)
+                continue
+            qf = inf.qf
+            inf.request = ScanRequest(
+                queue_id=qid, attempt=counts[qid], sender=qf.sender,
+                recipients=[r.address for r in qf.recipients if not r.done],
+                content_key=self.transport.key(qid), size=len(inf.message),
+                reply_to=f"holdscan:verdicts:{self.id}", submitted_at=now)
+            batch.append((inf.request, inf.message))
+        if not batch:
+            return True
+        for i in range(0, len(batch), self.d.batch_size):
+            chunk = batch[i:i + self.d.batch_size]
+            try:
+                self.transport.submit(chunk, expires=now + self.d.verdict_deadline)
+            except TransportError as e:
+                # Not handed over: undo the count, keep the claims, try again after a pause.
+                for r, _ in batch[i:]:
+                    self.attempts.note_error(r.queue_id, f"not sent: {e}")
+                self._decrement([r.queue_id for r, _ in batch[i:]])
+                self.unsent = [r.queue_id for r, _ in batch[i:]] + self.unsent
+                self._state_change("broker", f"down: {e}")
+                self._submit_backoff_until = time.monotonic() + self._submit_backoff
+                self._submit_backoff = min(self._submit_backoff * 2, 30)
+                return False
+            crashpoint("dispatch.after_submit")
+            for r, _ in chunk:
+                self.in_flight[r.queue_id].sent_at = time.monotonic()
+            self.metrics.attempts.inc(len(chunk))
+        self._state_change("broker", "up")
+        self._submit_backoff = 0.5
+        return True
+
+    def _decrement(self, queue_ids: list[str]) -> None:
+        for q in queue_ids:
+            self.attempts.db.execute(
+                "UPDATE attempts SET attempts = MAX(0, attempts - 1) WHERE queue_id = ?", (q,))
+
+    def _resend_overdue(self) -> None:
+        now = time.monotonic()
+        for qid, inf in self.in_flight.items():
+            if inf.sent_at and now - inf.sent_at > self.d.verdict_deadline:
+                inf.sent_at = 0.0
+                if qid not in self.unsent:
+                    self.unsent.append(qid)
+                event(log, logging.WARNING, "no verdict in time; sending again", queue_id=qid,
+                      attempt=inf.request.attempt if inf.request else 0)
+
+    def _give_up(self, inf: InFlight, attempts: int) -> None:
+        qid = inf.claim.queue_id
+        reason = f"no verdict after {attempts} attempts (a message that kills scanners?)"
+        self.metrics.errors.labels("gave_up").inc()
+        if self.d.on_max_attempts == "quarantine":
+            qid_q = self.spool.quarantine(inf.claim, self._quarantine_meta(inf, None, reason))
+            event(log, logging.WARNING, "quarantined", queue_id=qid, reason=reason,
+                  quarantine_id=qid_q)
+            self._done(qid, "gave_up", "quarantined")
+        else:
+            event(log, logging.WARNING, "left in hold for a human", queue_id=qid, reason=reason)
+            self.unparseable.add((qid, inf.claim.inode))
+            inf.claim.close()
+            self._done(qid, "gave_up", "held", keep_attempts=True)
+
+    # -- verdicts -------------------------------------------------------------------------
+    def _apply_all(self, raw_verdicts: list[Any]) -> None:
+        released = False
+        for raw in raw_verdicts:
+            try:
+                verdict = Verdict.from_dict(raw)
+            except ContractError as e:
+                self.metrics.errors.labels("bad_verdict").inc()
+                self.stats.error(f"bad verdict: {e}")
+                event(log, logging.ERROR, "ignoring a malformed verdict", error=str(e))
+                continue
+            inf = self.in_flight.get(verdict.queue_id)
+            if inf is None or inf.request is None:
+                continue        # late, duplicate, or for a message already handled
+            if verdict.worker:
+                self.stats.workers_seen[verdict.worker] = time.time()
+            self.metrics.scan_latency.observe(max(0.0, time.time() - inf.request.submitted_at))
+            try:
+                released |= self._apply(inf, verdict)
+            except OSError as e:
+                # The spool refused (disk full, permissions): leave it in hold, try later.
+                self.metrics.errors.labels("apply").inc()
+                self.stats.error(f"{verdict.queue_id}: {e}")
+                event(log, logging.ERROR, "could not apply verdict; message stays in hold",
+                      queue_id=verdict.queue_id, action=verdict.action, error=str(e))
+                inf.claim.close()
+                self.retry_at[verdict.queue_id] = time.monotonic() + 30
+                self._done(verdict.queue_id, verdict.action, "failed", keep_attempts=True)
+        if released:
+            fsync_dir(self.spool.hold_dir)
+            self.spool.wake_qmgr()
+
+    def _apply(self, inf: InFlight, v: Verdict) -> bool:
+        """Apply one verdict. True if something went into incoming."""
+        qid = v.queue_id
+        crashpoint("apply.before")
+        if v.action == "error":
+            n = self.errors_in_a_row.get(qid, 0) + 1
+            self.errors_in_a_row[qid] = n
+            delay = min(2.0 ** n, 300.0)
+            self.retry_at[qid] = time.monotonic() + delay
+            # The message did not kill anything: this try does not count towards max_attempts.
+            self._decrement([qid])
+            inf.claim.close()
+            self._state_change("scanning", f"down: {'; '.join(v.reasons) or 'error'}")
+            event(log, logging.INFO, "scan error; message stays in hold", queue_id=qid,
+                  retry_in=f"{delay:.0f}s", reasons="; ".join(v.reasons))
+            self._done(qid, v.action, "held", keep_attempts=True)
+            return False
+        self._state_change("scanning", "up")
+        self.errors_in_a_row.pop(qid, None)
+        if v.action in QUARANTINE_ACTIONS:
+            entry = self.spool.quarantine(inf.claim, self._quarantine_meta(inf, v, ""))
+            event(log, logging.INFO, "quarantined", queue_id=qid, action=v.action,
+                  reasons="; ".join(v.reasons), quarantine_id=entry)
+            self._done(qid, v.action, "quarantined")
+            return False
+        if v.header_edits:
+            new_ids = self.spool.rewrite(inf.claim, [self._edited(inf.qf, v)])
+            event(log, logging.INFO, "delivered with headers", queue_id=qid, action=v.action,
+                  new_queue_id=",".join(new_ids))
+            self._done(qid, v.action, "rewritten")
+            return True
+        self.spool.release(inf.claim, sync=False)
+        fsync_dir(self.spool.incoming_dir)
+        event(log, logging.INFO, "released", queue_id=qid, action=v.action)
+        self._done(qid, v.action, "released")
+        return True
+
+    def _edited(self, qf: queuefile.QueueFile, v: Verdict) -> bytes:
+        add = [(e.name, e.value) for e in v.header_edits if e.op == "add"]
+        replace = [(e.name, e.value) for e in v.header_edits if e.op == "replace"]
+        tags = [e.value for e in v.header_edits if e.op == "subject_tag"]
+        edited = qf.with_headers(add=add, replace=replace, subject_tag=tags[0] if tags else None)
+        return queuefile.serialize(edited, self.spool.settings.line_length_limit)
+
+    def _quarantine_meta(self, inf: InFlight, v: Verdict | None, reason: str) -> dict[str, Any]:
+        qf = inf.qf
+        return {
+            "time": time.time(),
+            "sender": qf.sender,
+            "recipients": [r.address for r in qf.recipients if not r.done],
+            "verdict": v.to_dict() if v else None,
+            "action": v.action if v else "gave_up",
+            "reason": reason or ("; ".join(v.reasons) if v else ""),
+            "subject": _subject(inf.message),
+        }
+
+    def _done(self, qid: str, action: str, outcome: str, keep_attempts: bool = False) -> None:
+        inf = self.in_flight.pop(qid, None)
+        self.transport.forget([self.transport.key(qid)])
+        if not keep_attempts:
+            self.attempts.forget_many([qid])
+            self.retry_at.pop(qid, None)
+        self.stats.verdicts[outcome] = self.stats.verdicts.get(outcome, 0) + 1
+        self.metrics.verdicts.labels(action, outcome).inc()
+        self.metrics.in_flight.set(len(self.in_flight))
+        if inf is not None:
+            inf.claim.close()
+
+    # -- state and status -------------------------------------------------------------------
+    def _state_change(self, component: str, state: str) -> None:
+        """One log line per change of a component's state, not one per message."""
+        if self.component_state.get(component) == state:
+            return
+        previous = self.component_state.get(component)
+        self.component_state[component] = state
+        if state == "up":
+            if previous is not None:
+                event(log, logging.WARNING, f"{component} is back", component=component)
+        else:
+            self.stats.error(f"{component} {state}")
+            event(log, logging.ERROR, f"{component} unavailable; mail waits in hold",
+                  component=component, state=state)
+
+    def _housekeeping(self) -> None:
+        self.status.write({
+            "pid": os.getpid(), "id": self.id, "time": time.time(),
+            "hold_depth": getattr(self, "_hold_depth", 0), "in_flight": len(self.in_flight),
+            "waiting_retry": sum(1 for t in self.retry_at.values() if t > time.monotonic()),
+            "components": self.component_state, "outcomes": self.stats.verdicts,
+            "workers_seen": self.stats.workers_seen, "last_errors": self.stats.last_errors,
+        })
+
+    def _progress(self, total: int) -> None:
+        if sys.stderr.isatty():
+            done = sum(self.stats.verdicts.values())
+            sys.stderr.write(f"\rholdscan: {done}/{max(total, done)} handled, "
+                             f"{len(self.in_flight)} in flight ")
+            sys.stderr.flush()
+
+
+def _subject(message: bytes) -> str:
+    head = message.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line[:8].lower() == b"subject:":
+            return line[8:].strip().decode("utf-8", "replace")
+    return ""

@@ -1,0 +1,43 @@
+"""The Celery app both sides use: the dispatcher as producer, the workers as consumers.
+
+The settings are the ones that keep mail safe under an at-least-once broker:
+acknowledge a task only after it ran (acks_late), give it back if the worker
+process dies (reject_on_worker_lost), hold one task at a time per process
+(prefetch 1), and finish a task well before the broker would hand it to
+another worker (time limit < visibility timeout). JSON only: the broker
+carries data from untrusted mail, and pickle would run it.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Config
+
+SCAN_TASK = "holdscan.scan_batch"
+
+
+def make_app(cfg: Config) -> Celery:
+    app = Celery("holdscan", broker=cfg.broker.url, set_as_current=False)
+    b = cfg.broker
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,          # verdicts come back through the content store
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=b.task_time_limit,
+        task_soft_time_limit=max(1, b.task_time_limit - 10),
+        task_default_queue=b.queue,
+        task_routes={SCAN_TASK: {"queue": b.queue}},
+        broker_transport_options={"visibility_timeout": b.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        task_publish_retry=False,         # the dispatcher retries by itself, with backoff
+        worker_send_task_events=True,     # Flower shows the workers and their tasks
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
