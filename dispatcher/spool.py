@@ -279,29 +279,39 @@ class Spool:
         """Store an fsync'd copy of the queue file and its metadata, then unlink it.
 
         An entry is a directory QUARANTINE/<id>/ with `queuefile` (the bytes as
-        Postfix wrote them) and `meta.json`; it appears by rename, complete or
-        not at all.
+        Postfix wrote them) and `meta.json`. It is built complete under a
+        temporary name, the journal commits, and only then is it renamed into
+        place and the original removed; recovery finishes either step.
         """
         qid = self.quarantine_id(claim)
         final = self.quarantine_dir / qid
+        tmp = self.quarantine_dir / f".tmp-{qid}"
         if not final.exists():
-            tmp = self.quarantine_dir / f".tmp-{qid}-{os.getpid()}"
             tmp.mkdir(mode=0o700, exist_ok=True)
             _write_synced(tmp / "queuefile", claim.read_bytes())
             meta = {**metadata, "id": qid, "queue_id": claim.queue_id, "inode": claim.inode,
                     "size": claim.st.st_size}
             _write_synced(tmp / "meta.json", json.dumps(meta, indent=1).encode())
             fsync_dir(tmp)
-            crashpoint("quarantine.before_store")
-            os.rename(tmp, final)
-            fsync_dir(self.quarantine_dir)
-        crashpoint("quarantine.after_store")
+        crashpoint("quarantine.before_commit")
         self.journal.commit(Entry("quarantine", claim.queue_id, claim.inode, quarantine_id=qid),
                             self._owner_if_root())
+        crashpoint("quarantine.after_commit")
+        self._store_quarantined(qid)
+        crashpoint("quarantine.after_store")
         self._retire(claim)
         crashpoint("quarantine.after_retire")
         self.journal.done(claim.queue_id)
         return qid
+
+    def _store_quarantined(self, qid: str) -> bool:
+        """Move a committed entry into place. True if it is in place."""
+        final = self.quarantine_dir / qid
+        tmp = self.quarantine_dir / f".tmp-{qid}"
+        if not final.exists() and tmp.exists():
+            os.rename(tmp, final)
+            fsync_dir(self.quarantine_dir)
+        return final.exists()
 
     # -- the queue manager ------------------------------------------------------------
     def wake_qmgr(self) -> bool:
@@ -332,7 +342,7 @@ class Spool:
 
         journal entry, original still in hold  -> remove it (rule 7: roll forward)
         journal entry, new file still in tmp    -> move it into incoming
-        journal entry, quarantine entry stored  -> remove the original
+        journal entry, quarantine entry         -> move the copy into place, remove the original
         file in tmp that no entry names         -> never committed: remove it
                                                    (the original is still in hold)
         half-built quarantine entry (.tmp-*)    -> remove it
@@ -342,11 +352,14 @@ class Spool:
         committed: set[str] = set()
         for entry in self.journal.entries():
             committed.update(entry.new_ids)
-            held = self.hold_dir / entry.original
-            held = self._find_held(entry.original) or held
-            if held.exists():
+            if entry.kind == "quarantine" and not self._store_quarantined(entry.quarantine_id):
+                # Committed but the copy is gone: never remove the only copy.
+                self.journal.done(entry.original)
+                continue
+            held = self._find_held(entry.original)
+            if held is not None:
                 claim = self.claim(held)
-                if claim is None and held.exists():
+                if claim is None:
                     report.skipped_locked.append(entry.original)
                     continue
                 if claim is not None:

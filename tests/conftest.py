@@ -1,0 +1,42 @@
+"""Fixtures that start real parts: a private Postfix with an SMTP sink, and Redis."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.postfix import PostfixInstance, free_port
+from tests.support.redis import RedisServer
+from tests.support.sink import Sink
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def postfix(sink: Sink) -> Iterator[PostfixInstance]:
+    with PostfixInstance(sink.port) as pf:
+        yield pf
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as r:
+        yield r
+
+
+def send(port: int, sender: str, recipients: list[str], message: bytes | str,
+         **kwargs: object) -> None:
+    """Send one message by SMTP to a private Postfix."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(sender, recipients, message, **kwargs)  # type: ignore[arg-type]
+
+
+def simple_message(n: int, body: str = "hello\r\n", subject: str = "test") -> bytes:
+    return (f"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: {subject} {n}\r\n"
+            f"Message-ID: <msg-{n}@holdscan.test>\r\n\r\n{body}").encode()
