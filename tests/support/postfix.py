@@ -18,9 +18,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 DEFAULT_MAIN_CF = Path("/etc/postfix/main.cf")
 _LOCK = Path("/tmp/.holdscan-postfix-alternates.lock")
@@ -149,7 +149,7 @@ class PostfixInstance:
             lines.append(line)
         (self.config_dir / "master.cf").write_text("\n".join(lines) + "\n")
 
-    def start(self) -> "PostfixInstance":
+    def start(self) -> PostfixInstance:
         self._write_config()
         _edit_alternates(add=str(self.config_dir))
         try:
@@ -184,7 +184,7 @@ class PostfixInstance:
         _edit_alternates(remove=str(self.config_dir))
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "PostfixInstance":
+    def __enter__(self) -> PostfixInstance:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

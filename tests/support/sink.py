@@ -52,7 +52,7 @@ class Sink:
         self.dir = Path(directory or tempfile.mkdtemp(prefix="holdscan-sink-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Sink":
+    def start(self) -> Sink:
         root = Path(__file__).resolve().parents[2]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.sink", str(self.port), str(self.dir)],
@@ -73,7 +73,7 @@ class Sink:
             self.proc.wait(10)
             self.proc = None
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -109,7 +109,7 @@ def _serve(port: int, directory: Path) -> None:
     lock = threading.Lock()
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        async def handle_DATA(self, server, session, envelope):
             with lock:
                 n = next(counter)
             (directory / f"{n}.eml").write_bytes(envelope.original_content or envelope.content)
