@@ -429,12 +429,14 @@ class Dispatcher:
 
     # -- state and status -------------------------------------------------------------------
     def _state_change(self, component: str, state: str) -> None:
-        """One log line per change of a component's state, not one per message."""
-        if self.component_state.get(component) == state:
-            return
+        """One log line per change of a component's state ("up" or "down: why"), not one
+        per message: a clamd outage with 5,000 messages waiting is two lines."""
+        up = state == "up"
         previous = self.component_state.get(component)
         self.component_state[component] = state
-        if state == "up":
+        if previous is not None and (previous == "up") == up:
+            return
+        if up:
             if previous is not None:
                 event(log, logging.WARNING, f"{component} is back", component=component)
         else:

@@ -31,4 +31,4 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e ".[test,flower]"
+.venv/bin/pip install -q -e ".[test,demo]"

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.postfix import PostfixInstance, free_port
-from tests.support.redis import RedisServer
-from tests.support.sink import Sink
+from holdscan.lab.postfix import PostfixInstance, free_port
+from holdscan.lab.redis import RedisServer
+from holdscan.lab.sink import Sink
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def test_new_file_name_decodes_to_its_inode(postfix):
 
 
 def test_long_queue_id_instance_rewrite(sink):
-    from tests.support.postfix import PostfixInstance
+    from holdscan.lab.postfix import PostfixInstance
     with PostfixInstance(sink.port, long_queue_ids=True) as pf:
         spool = make_spool(pf)
         path = held_one(pf)
@@ -140,7 +140,7 @@ def test_long_queue_id_instance_rewrite(sink):
 
 
 def test_hashed_incoming_release_and_rewrite(sink):
-    from tests.support.postfix import PostfixInstance
+    from holdscan.lab.postfix import PostfixInstance
     with PostfixInstance(sink.port, hash_queue_names="incoming, hold, deferred, defer",
                          hash_queue_depth=2) as pf:
         spool = make_spool(pf)
