@@ -1,0 +1,103 @@
+"""What a file is, from its first bytes, whatever its name says.
+
+Names lie ("report.pdf" that is a Windows program); the first bytes rarely do,
+because the program that opens the file needs them. Only the types that the
+filetype rules and the archive scanner care about are recognised; everything
+else is None ("nothing we need to know about").
+
+`SNIFF_BYTES` is how much of a file `sniff` ever looks at, so callers that
+stream (archive members) read only that much to decide.
+"""
+
+from __future__ import annotations
+
+import struct
+
+SNIFF_BYTES = 40 * 1024     # enough for an ISO 9660 volume descriptor at 0x8001
+
+DESCRIPTIONS = {
+    "pe": "Windows executable (PE)",
+    "msdos": "MS-DOS executable",
+    "elf": "ELF executable",
+    "mach-o": "Mach-O executable",
+    "java-class": "Java class file",
+    "script": "script with #! line",
+    "lnk": "Windows shortcut",
+    "registry": "Windows registry file",
+    "hta": "HTML application",
+    "iso": "ISO 9660 disk image",
+    "cab": "Windows cabinet",
+    "zip": "zip archive",
+    "gzip": "gzip data",
+    "bzip2": "bzip2 data",
+    "xz": "xz data",
+    "tar": "tar archive",
+    "7z": "7-Zip archive",
+    "rar": "RAR archive",
+}
+
+ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar"})   # the ones we can list
+
+_MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
+_LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00"
+_UTF16_REGEDIT = "Windows Registry Editor".encode("utf-16-le")
+
+
+def _mz(data: bytes) -> str | None:
+    if len(data) < 64:
+        return None
+    e_lfanew = struct.unpack_from("<I", data, 60)[0]
+    if data[e_lfanew:e_lfanew + 4] == b"PE\0\0":
+        return "pe"
+    # Without the PE header in view (a truncated head, or a real DOS program),
+    # believe "MZ" only if the DOS header is plausible, so that a text that
+    # happens to start with "MZ" is not called a program.
+    pages, header_paragraphs = struct.unpack_from("<HxxxxH", data, 4)
+    if 1 <= pages <= 0x1000 and 2 <= header_paragraphs <= 0x100:
+        return "msdos"
+    return None
+
+
+def sniff(data: bytes) -> str | None:
+    """A short type name (a key of DESCRIPTIONS) for `data`, or None."""
+    head = data[:SNIFF_BYTES]
+    if head[:2] == b"MZ":
+        kind = _mz(head)
+        if kind:
+            return kind
+    if head[:4] == b"\x7fELF":
+        return "elf"
+    if head[:4] in _MACHO_MAGICS:
+        return "mach-o"
+    if head[:4] == b"\xca\xfe\xba\xbe" and len(head) >= 8:
+        # Shared by fat Mach-O binaries (a small count of architectures follows)
+        # and Java classes (a class-file version of 45 or more follows).
+        return "mach-o" if struct.unpack_from(">I", head, 4)[0] < 45 else "java-class"
+    if head[:8] == _LNK_MAGIC:
+        return "lnk"
+    if head[:2] == b"PK" and head[2:4] in (b"\x03\x04", b"\x05\x06", b"\x07\x08"):
+        return "zip"
+    if head[:3] == b"\x1f\x8b\x08":
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4].isdigit():
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[257:262] == b"ustar":
+        return "tar"
+    if head[:6] == b"7z\xbc\xaf\x27\x1c":
+        return "7z"
+    if head[:7] == b"Rar!\x1a\x07":
+        return "rar"
+    if head[:4] == b"MSCF":
+        return "cab"
+    if head[0x8001:0x8006] == b"CD001":
+        return "iso"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:2] == b"#!":
+        return "script"
+    if stripped[:8] == b"REGEDIT4" or _UTF16_REGEDIT in head[:64]:
+        return "registry"
+    if b"<hta:application" in head[:4096].lower():
+        return "hta"
+    return None
