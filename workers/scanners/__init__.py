@@ -1,0 +1,46 @@
+"""The scanners, registered in one place.
+
+Adding a scanner is one new module with a Scanner subclass (see base.py) and
+one line in SCANNERS. Its `[scanners.NAME]` table in the configuration goes to
+its __init__; every table may say `enabled = true/false`.
+"""
+
+from __future__ import annotations
+
+from shared.config import Config, ConfigError
+from workers.scanners.archives import ArchivesScanner
+from workers.scanners.attachments import AttachmentsScanner
+from workers.scanners.base import Scanner
+from workers.scanners.clamav import ClamavScanner
+from workers.scanners.mime import MimeScanner
+
+# In the order they run (the verdict does not depend on it).
+SCANNERS: dict[str, type[Scanner]] = {
+    "mime": MimeScanner,
+    "attachments": AttachmentsScanner,
+    "archives": ArchivesScanner,
+    "clamav": ClamavScanner,
+    # "spam": SpamScanner,   # rspamd / spamd; off by default, returns "spam" findings
+    #                        # and puts its score and symbols in Verdict.extra
+}
+
+ENABLED_BY_DEFAULT = frozenset({"mime", "attachments", "archives", "clamav"})
+
+__all__ = ["ENABLED_BY_DEFAULT", "SCANNERS", "Scanner", "build_scanners"]
+
+
+def build_scanners(cfg: Config) -> list[Scanner]:
+    """One instance of every enabled scanner, configured from cfg.scanners."""
+    unknown = sorted(set(cfg.scanners) - set(SCANNERS))
+    if unknown:
+        raise ConfigError(f"[scanners.{unknown[0]}]: no such scanner; known: "
+                          f"{', '.join(SCANNERS)}")
+    scanners: list[Scanner] = []
+    for name, cls in SCANNERS.items():
+        table = dict(cfg.scanners.get(name, {}))
+        enabled = table.pop("enabled", name in ENABLED_BY_DEFAULT)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"[scanners.{name}]: enabled must be true or false, got {enabled!r}")
+        if enabled:
+            scanners.append(cls(table))
+    return scanners

@@ -1,0 +1,103 @@
+"""What every scanner is: a name, its options, and scan(message) -> findings.
+
+A scanner is a small class:
+
+    class Thing(Scanner):
+        name = "thing"
+        defaults = {"limit": 10}            # every option it knows, with its default
+
+        def scan(self, msg: ParsedMessage) -> list[Finding]: ...
+
+`__init__` receives the scanner's `[scanners.NAME]` TOML table (minus
+`enabled`, which the registry handles) and checks it against `defaults`: a key
+it does not know, or a value of the wrong type, is a ConfigError that names
+the key, so a typo never silently falls back to a default.
+
+scan() must not touch the spool, the broker or the network other than the
+service it scans with; it returns findings and nothing else. Returning no
+findings means clean. An exception escaping scan() is a bug; the engine turns
+it into an `error` finding (the message stays in hold) rather than a crash.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from shared.config import ConfigError
+from shared.contract import Finding
+from workers.message import ParsedMessage, ParseLimits
+
+OUTCOMES = ("blocked", "unscannable", "clean")      # for "what to do when ..." options
+
+
+class Scanner(ABC):
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+    # A scanner that owns the MIME parsing limits sets this; the engine parses
+    # with the first one it finds (the mime scanner's), else with the defaults.
+    parse_limits: ParseLimits | None = None
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = check_options(self.name, options, self.defaults)
+
+    @abstractmethod
+    def scan(self, msg: ParsedMessage) -> list[Finding]:
+        """Findings about `msg`; an empty list means clean."""
+
+    def finding(self, action: str, detail: str) -> Finding:
+        return Finding(scanner=self.name, action=action, detail=detail)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}.get(type(value), type(value).__name__)
+
+
+def check_options(scanner: str, options: dict[str, Any],
+                  defaults: dict[str, Any]) -> dict[str, Any]:
+    """`defaults` updated with `options`, after checking each key and value type."""
+    where = f"[scanners.{scanner}]"
+    out = dict(defaults)
+    for key, value in options.items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {known}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be {_type_name(default)}, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{where}: {key} must not be negative, got {value!r}")
+        out[key] = value
+    return out
+
+
+def check_outcome(scanner: str, key: str, value: str) -> str:
+    if value not in OUTCOMES:
+        raise ConfigError(f"[scanners.{scanner}]: {key} must be one of "
+                          f"{', '.join(OUTCOMES)}, got {value!r}")
+    return value
+
+
+def show_name(name: str, limit: int = 80) -> str:
+    """A filename for a finding: quoted, ASCII, invisible characters made visible.
+
+    Findings end up in headers and logs; a right-to-left override in a log
+    line would mislead the reader exactly as it misleads the recipient.
+    """
+    shown = name.encode("ascii", "backslashreplace").decode("ascii")
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    if len(shown) > limit:
+        shown = shown[:limit - 3] + "..."
+    return f'"{shown}"'

@@ -1,0 +1,48 @@
+"""The mime scanner: a message whose structure cannot be decided is not clean.
+
+If two MIME readings disagree (conflicting Content-Type headers, several
+boundaries, delimiters matched only by prefix, parts after the closing
+delimiter), or the message goes past a parsing limit, different mail clients
+may show different attachments, and no scanner can promise it saw what the
+recipient will see. What to do then is `on_undecidable` (default
+"unscannable": the message is held for the operator's policy).
+
+This scanner also owns the parsing limits; the engine parses with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from shared.contract import Finding
+from workers.message import ParsedMessage, ParseLimits
+from workers.scanners.base import Scanner, check_outcome
+
+_DEFAULT_LIMITS = ParseLimits()
+
+
+class MimeScanner(Scanner):
+    name = "mime"
+    defaults: ClassVar[dict[str, Any]] = {
+        "on_undecidable": "unscannable",
+        "max_parts": _DEFAULT_LIMITS.max_parts,
+        "max_depth": _DEFAULT_LIMITS.max_depth,
+        "max_decoded_bytes": _DEFAULT_LIMITS.max_decoded_bytes,
+    }
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.on_undecidable = check_outcome(self.name, "on_undecidable",
+                                            self.options["on_undecidable"])
+        self.parse_limits = ParseLimits(max_parts=max(1, self.options["max_parts"]),
+                                        max_depth=max(1, self.options["max_depth"]),
+                                        max_decoded_bytes=self.options["max_decoded_bytes"])
+
+    def scan(self, msg: ParsedMessage) -> list[Finding]:
+        if not msg.undecidable or self.on_undecidable == "clean":
+            return []
+        # The first reason is the one that matters (a limit, when one was hit);
+        # the rest go to the log through ParsedMessage.problems.
+        more = len(msg.undecidable) - 1
+        detail = msg.undecidable[0] + (f" (and {more} more)" if more else "")
+        return [self.finding(self.on_undecidable, f"MIME structure undecidable: {detail}")]
