@@ -1,0 +1,82 @@
+"""One message in, one verdict out: parse once, run every scanner, pick the worst.
+
+The engine knows nothing of Celery, Redis or the spool; the task fetches the
+bytes and sends the verdict, the dispatcher applies it. A scanner that raises
+is a bug in that scanner, not a reason to lose the worker: its exception
+becomes an `error` finding, and an error verdict leaves the message in hold
+to be scanned again.
+
+Deterministic: the same bytes and scanners give the same action, findings and
+header edits (only scan_times and worker differ), so a redelivered task that
+runs twice cannot produce two different verdicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from shared.config import HeadersConfig
+from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_action
+from workers.message import ParsedMessage
+from workers.scanners.base import Scanner
+
+log = logging.getLogger("holdscan.engine")
+
+_MAX_STATUS = 300           # keeps the header line well below SMTP's 998
+
+
+def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
+                 headers: HeadersConfig, worker_name: str) -> Verdict:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    limits = next((s.parse_limits for s in scanners if s.parse_limits is not None), None)
+    msg = ParsedMessage.from_bytes(raw, limits)
+    times["parse"] = time.perf_counter() - started
+
+    findings: list[Finding] = []
+    for scanner in scanners:
+        t = time.perf_counter()
+        try:
+            found = scanner.scan(msg)
+        # Deliberately broad: whatever a scanner does wrong, this message gets
+        # an error verdict (it stays in hold) and the worker goes on.
+        except Exception as e:
+            log.exception("scanner %s failed on %s", scanner.name, request.queue_id)
+            found = [Finding(scanner.name, "error", f"scanner failed: {type(e).__name__}: {e}")]
+        times[scanner.name] = time.perf_counter() - t
+        findings.extend(found)
+
+    action = worst_action([f.action for f in findings])
+    for problem in msg.problems:
+        log.info("%s: MIME: %s", request.queue_id, problem)
+    log.info("%s: %s %s", request.queue_id, action,
+             "; ".join(f"{f.scanner}: {f.detail}" for f in findings if f.action != "clean"))
+    return Verdict(queue_id=request.queue_id, attempt=request.attempt, action=action,
+                   findings=findings, header_edits=header_edits(action, findings, headers),
+                   scan_times=times, worker=worker_name)
+
+
+def status_text(action: str, findings: list[Finding]) -> str:
+    """`clean`, `infected (Eicar-Signature)`, `blocked (denied extension .exe: "a.exe")`."""
+    details = list(dict.fromkeys(f.detail for f in findings if f.action == action and f.detail))
+    text = f"{action} ({', '.join(details)})" if details else action
+    # A header value: ASCII, no control characters, not endless.
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    text = "".join(c if c.isprintable() else " " for c in text)
+    if len(text) > _MAX_STATUS:
+        text = text[:_MAX_STATUS - 4] + "...)"
+    return text
+
+
+def header_edits(action: str, findings: list[Finding], headers: HeadersConfig) -> list[HeaderEdit]:
+    edits = []
+    if headers.add_status_header:
+        # "replace": a status header the sender forged is removed, not trusted.
+        edits.append(HeaderEdit("replace", f"{headers.prefix}-Status",
+                                status_text(action, findings)))
+    tag = headers.subject_tags.get(action)
+    if tag:
+        edits.append(HeaderEdit("subject_tag", "Subject", tag))
+    return edits
