@@ -40,3 +40,11 @@ def send(port: int, sender: str, recipients: list[str], message: bytes | str,
 def simple_message(n: int, body: str = "hello\r\n", subject: str = "test") -> bytes:
     return (f"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: {subject} {n}\r\n"
             f"Message-ID: <msg-{n}@holdscan.test>\r\n\r\n{body}").encode()
+
+
+@pytest.fixture
+def clamd():  # noqa: ANN201
+    """A real clamd with a generated EICAR signature, on a UNIX socket."""
+    from tests.support.clamd import ClamdServer
+    with ClamdServer(tcp=False) as c:
+        yield c

@@ -1,0 +1,276 @@
+"""The dispatcher end to end: real Postfix, Redis, clamd, and Celery workers as processes.
+
+Every test counts at the sink: each clean message must arrive exactly once, with its
+body intact, whatever was killed on the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import send, simple_message
+from holdscan.lab.cluster import Cluster, lab_config
+from holdscan.lab.postfix import PostfixInstance
+
+pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
+
+EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
+
+
+def eicar_message(n: int) -> bytes:
+    payload = base64.encodebytes(EICAR).decode()
+    return (
+        "From: bad@example.test\r\nTo: rcpt@example.test\r\n"
+        f"Subject: infected {n}\r\nMessage-ID: <bad-{n}@holdscan.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+        "--b1\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
+        "--b1\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Disposition: attachment; filename=\"eicar.com.txt\"\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{payload}\r\n--b1--\r\n").encode()
+
+
+def send_many(port: int, count: int, start: int = 0, threads: int = 5) -> list[str]:
+    """Send `count` clean messages over a few parallel SMTP sessions; returns Message-IDs."""
+    ids = [f"<msg-{n}@holdscan.test>" for n in range(start, start + count)]
+    chunks = [list(range(start + i, start + count, threads)) for i in range(threads)]
+
+    def one(numbers: list[int]) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+            for n in numbers:
+                s.sendmail("sender@example.test", ["rcpt@example.test"],
+                           simple_message(n, body=f"body of message {n}\r\n" * 20))
+
+    ts = [threading.Thread(target=one, args=(c,)) for c in chunks if c]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return ids
+
+
+@pytest.fixture
+def cluster(postfix, redis_server, clamd, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
+                      clamd.addresses[0])
+    c = Cluster(cfg, tmp_path)
+    yield c
+    c.close()
+
+
+def quarantine_dir(pf: PostfixInstance) -> Path:
+    return pf.queue_dir / "holdscan" / "quarantine"
+
+
+def quarantined(pf: PostfixInstance) -> list[dict]:
+    d = quarantine_dir(pf)
+    if not d.exists():
+        return []
+    return [json.loads((p / "meta.json").read_text()) for p in d.iterdir()
+            if not p.name.startswith(".")]
+
+
+def assert_exactly_once(sink, expected_ids: list[str]) -> None:
+    counts = Counter(d.message_id for d in sink.deliveries())
+    missing = [i for i in expected_ids if counts[i] == 0]
+    dupes = {i: c for i, c in counts.items() if c > 1}
+    assert not missing, f"{len(missing)} never delivered, e.g. {missing[:5]}"
+    assert not dupes, f"delivered more than once: {dict(list(dupes.items())[:5])}"
+
+
+def assert_spool_clean(pf: PostfixInstance) -> None:
+    pf.wait_empty()
+    state = pf.queue_dir / "holdscan"
+    assert not list((state / "tmp").iterdir())
+    assert not list((state / "journal").iterdir())
+    assert "renam" not in pf.postsuper("-s").stderr
+
+
+def test_clean_delivered_once_and_eicar_quarantined(postfix, sink, cluster):
+    for n in range(5):
+        send(postfix.port, "sender@example.test", ["rcpt@example.test"],
+             simple_message(n, body=f"line one of {n}\r\nline two\r\n"))
+    send(postfix.port, "bad@example.test", ["rcpt@example.test"], eicar_message(1))
+    postfix.wait_held(6)
+    cluster.start_worker()
+    cluster.start_dispatcher()
+    got = sink.wait_count(5, timeout=60)
+    cluster.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "one quarantined message")
+    time.sleep(1)
+    assert_exactly_once(sink, [f"<msg-{n}@holdscan.test>" for n in range(5)])
+    assert sink.count() == 5
+    for d in got:
+        n = d.message_id.split("-")[1].split("@")[0]
+        assert d.body == f"line one of {n}\r\nline two\r\n".encode()
+        assert (d.header("X-Holdscan-Status") or "").startswith("clean")
+    [q] = quarantined(postfix)
+    assert q["action"] == "infected" and "Eicar" in q["reason"]
+    assert q["sender"] == "bad@example.test" and q["recipients"] == ["rcpt@example.test"]
+    assert_spool_clean(postfix)
+    out = subprocess.run([sys.executable, "-m", "holdscan.cli", "quarantine", "list", "--json",
+                          "--config", str(cluster.config)], capture_output=True, text=True,
+                         check=True).stdout
+    [row] = json.loads(out)
+    assert row["queue_id"] == q["queue_id"] and row["verdict"] == "infected"
+
+
+CRASH_POINTS = ["dispatch.after_claim", "dispatch.after_submit", "apply.before",
+                "release.after_rename", "rewrite.after_commit", "rewrite.after_retire"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_sigkill_at_each_step_delivers_exactly_once(postfix, sink, cluster, point):
+    ids = send_many(postfix.port, 10, threads=2)
+    postfix.wait_held(10)
+    cluster.start_worker()
+    cluster.start_dispatcher(env={"HOLDSCAN_CRASH_AT": point, "HOLDSCAN_CRASH_AFTER": "3"})
+    assert cluster.dispatcher.wait(60) == -9, cluster.logs("dispatcher")[-3000:]
+    cluster.start_dispatcher()
+    sink.wait_count(10, timeout=90)
+    time.sleep(1.5)
+    assert_exactly_once(sink, ids)
+    assert sink.count() == 10
+    assert_spool_clean(postfix)
+
+
+@pytest.mark.slow
+def test_random_sigkills_during_500_messages(postfix, sink, cluster):
+    ids = send_many(postfix.port, 500, threads=10)
+    postfix.wait_held(500, timeout=120)
+    cluster.start_worker(concurrency=2)
+    rng = random.Random(7)
+    for _ in range(4):
+        cluster.start_dispatcher()
+        time.sleep(rng.uniform(0.5, 2.5))
+        cluster.kill_dispatcher()
+    cluster.start_dispatcher()
+    sink.wait_count(500, timeout=240)
+    time.sleep(2)
+    assert_exactly_once(sink, ids)
+    assert sink.count() == 500
+    assert_spool_clean(postfix)
+
+
+def test_worker_killed_mid_run(postfix, sink, cluster):
+    ids = send_many(postfix.port, 60)
+    postfix.wait_held(60)
+    w = cluster.start_worker(concurrency=2)
+    cluster.start_dispatcher()
+    cluster.wait_for(lambda: sink.count() > 0, 60, "first delivery")
+    cluster.kill_worker(w)
+    cluster.start_worker(concurrency=2)
+    sink.wait_count(60, timeout=120)
+    time.sleep(1.5)
+    assert_exactly_once(sink, ids)
+    assert_spool_clean(postfix)
+
+
+def test_redis_restart_mid_run(postfix, sink, cluster, redis_server):
+    ids = send_many(postfix.port, 60)
+    postfix.wait_held(60)
+    cluster.start_worker(concurrency=2)
+    cluster.start_dispatcher()
+    cluster.wait_for(lambda: sink.count() > 0, 60, "first delivery")
+    redis_server.restart()      # every task, content key and verdict in Redis is gone
+    sink.wait_count(60, timeout=120)
+    time.sleep(1.5)
+    assert_exactly_once(sink, ids)
+    assert_spool_clean(postfix)
+
+
+def test_clamd_down_mail_waits_then_flows(postfix, sink, cluster, clamd):
+    clamd.stop()
+    ids = send_many(postfix.port, 5, threads=1)
+    postfix.wait_held(5)
+    cluster.start_worker()
+    cluster.start_dispatcher()
+    time.sleep(6)
+    assert sink.count() == 0
+    assert len(postfix.queue_files("hold")) == 5
+    clamd.start()
+    sink.wait_count(5, timeout=90)
+    time.sleep(1)
+    assert_exactly_once(sink, ids)
+    log = cluster.logs("dispatcher")
+    # One line when scanning went down, one when it came back: not one per message.
+    assert log.count("scanning unavailable") == 1, log[-3000:]
+    assert log.count("scanning is back") == 1
+
+
+def test_unparseable_file_is_left_alone_and_the_rest_flows(postfix, sink, cluster):
+    ids = send_many(postfix.port, 5, threads=1)
+    held = postfix.wait_held(5)
+    # A file in hold with a valid queue ID that is not a valid queue file.
+    bad = held[0].parent / "ABCDE12345"
+    bad.write_bytes(b"C\x05hello this is not a queue file")
+    os.chown(bad, *(os.stat(held[0]).st_uid, os.stat(held[0]).st_gid))
+    os.chmod(bad, 0o700)
+    content = bad.read_bytes()
+    cluster.start_worker()
+    cluster.start_dispatcher()
+    sink.wait_count(5, timeout=60)
+    assert_exactly_once(sink, ids)
+    assert bad.read_bytes() == content
+    cluster.wait_for(lambda: "ABCDE12345" in cluster.logs("dispatcher"), 10, "log line")
+    assert "cannot parse" in cluster.logs("dispatcher")
+
+
+def test_message_without_verdict_is_quarantined_after_max_attempts(postfix, sink, redis_server,
+                                                                   clamd, tmp_path):
+    # No worker at all: no verdict ever comes, exactly like a message that kills every worker.
+    os.chmod(tmp_path, 0o755)
+    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
+                      clamd.addresses[0], verdict_deadline=1.0, max_attempts=2)
+    c = Cluster(cfg, tmp_path)
+    try:
+        send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
+        postfix.wait_held(1)
+        c.start_dispatcher()
+        c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantine after 2 attempts")
+        [q] = quarantined(postfix)
+        assert q["action"] == "gave_up" and "2 attempts" in q["reason"]
+        assert postfix.queue_files("hold") == []
+        assert sink.count() == 0
+    finally:
+        c.close()
+
+
+def test_sigterm_exits_cleanly(postfix, sink, cluster):
+    send_many(postfix.port, 5, threads=1)
+    postfix.wait_held(5)
+    cluster.start_worker()
+    cluster.start_dispatcher()
+    sink.wait_count(5, timeout=60)
+    assert cluster.stop_dispatcher() == 0
+    assert "dispatcher stopped" in cluster.logs("dispatcher")
+
+
+def test_local_mode_once_without_broker(postfix, sink, clamd, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, "redis://127.0.0.1:1/0",
+                      clamd.addresses[0])
+    ids = send_many(postfix.port, 8, threads=2)
+    send(postfix.port, "bad@example.test", ["rcpt@example.test"], eicar_message(2))
+    postfix.wait_held(9)
+    c = Cluster(cfg, tmp_path)
+    try:
+        p = c.start_dispatcher("--local", "2", "--once")
+        assert p.wait(90) == 0, c.logs()[-3000:]
+        sink.wait_count(8, timeout=60)
+        assert_exactly_once(sink, ids)
+        assert [q["action"] for q in quarantined(postfix)] == ["infected"]
+        assert postfix.queue_files("hold") == []
+    finally:
+        c.close()
