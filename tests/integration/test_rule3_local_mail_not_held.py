@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postfix import PostfixInstance, free_port, run
-from tests.support.sink import Sink
+from holdscan.lab.postfix import PostfixInstance, free_port, run
+from holdscan.lab.sink import Sink
 
 pytestmark = [pytest.mark.postfix]
 
