@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from dispatcher.postfix import PostfixError, PostfixSettings, postconf
 from dispatcher.spool import Spool, SpoolError
 from shared import config as config_mod
+from workers.clamdclient import Address
 
 DEFAULT_CLAMD_ADDRESSES = ["unix:/var/run/clamav/clamd.ctl"]
 TIMEOUT = 3.0   # seconds; a check must answer quickly even when a peer is a black hole
@@ -400,28 +401,31 @@ def clamd_addresses(cfg: config_mod.Config) -> list[str]:
     addresses = table.get("addresses", DEFAULT_CLAMD_ADDRESSES)
     if isinstance(addresses, str):
         addresses = [addresses]
-    return list(addresses)
+    if not isinstance(addresses, list):
+        return [repr(addresses)]     # reported as a malformed address
+    return [str(a) for a in addresses]
 
 
 def check_clamd(address: str) -> CheckResult:
     """PING -> PONG, the clamd protocol's own liveness test."""
     name = f"clamd {address}"
     setting = "scanners.clamav.addresses"
-    kind, _, rest = str(address).partition(":")
-    target: str | tuple[str, int]
-    if kind == "unix" and rest:
-        if not os.path.exists(rest):
-            return _fail(name, f"clamd socket {rest} missing",
-                         f"start clamav-daemon or fix {setting}")
-        family, target, where = socket.AF_UNIX, rest, f"socket {rest}"
-    elif kind == "tcp" and rest.rpartition(":")[2].isdigit() and rest.rpartition(":")[0]:
-        host, _, port = rest.rpartition(":")
-        family, target, where = socket.AF_INET, (host.strip("[]"), int(port)), f"{host}:{port}"
-        if ":" in host:
-            family = socket.AF_INET6
-    else:
+    # The workers' own parser: what check accepts, the clamav scanner accepts.
+    try:
+        parsed = Address.parse(str(address))
+    except ValueError:
         return _fail(name, f"malformed clamd address {address!r}",
                      f"fix {setting}: use \"unix:/path/to/clamd.ctl\" or \"tcp:host:3310\"")
+    family, target = parsed.family, parsed.target
+    if family == socket.AF_UNIX:
+        assert isinstance(target, str)
+        if not os.path.exists(target):
+            return _fail(name, f"clamd socket {target} missing",
+                         f"start clamav-daemon or fix {setting}")
+        where = f"socket {target}"
+    else:
+        assert isinstance(target, tuple)
+        where = f"{target[0]}:{target[1]}"
     try:
         if family == socket.AF_UNIX:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

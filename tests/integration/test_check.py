@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,8 @@ def parts() -> Iterator[Parts]:
     try:
         sink = Sink(free_port(), tmp / "sink").start()
         started.append(sink)
-        pf = SnippetPostfix(sink.port).start()
+        pf = SnippetPostfix(sink.port)
+        pf.start()
         started.append(pf)
         r1 = RedisServer().start()
         started.append(r1)
@@ -164,6 +166,19 @@ def test_clamd_socket_missing(parts: Parts) -> None:
     line = assert_one_failure(out, f"clamd unix:{missing}", "")
     assert line == (f"FAIL clamd unix:{missing}: clamd socket {missing} missing — "
                     "start clamav-daemon or fix scanners.clamav.addresses")
+
+
+def test_clamd_socket_stale(parts: Parts) -> None:
+    # What a clamd that died leaves behind: the socket file, with nobody listening.
+    stale = parts.tmp / "stale-clamd.ctl"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(stale))
+    try:
+        out = holdscan_check(parts.config(clamd=[f"unix:{stale}"]))
+    finally:
+        stale.unlink()
+    line = assert_one_failure(out, f"clamd unix:{stale}", "refuses connections")
+    assert "start clamav-daemon" in line
 
 
 def test_clamd_tcp_port_closed(parts: Parts) -> None:
