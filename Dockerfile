@@ -1,0 +1,42 @@
+# holdscan container images, built from this repository (pip installs the package).
+#
+#   docker build -t holdscan .                              # the scanning worker (default)
+#   docker build --target mailhost -t holdscan-mailhost .   # Postfix + the dispatcher
+#
+# docker-compose.yml builds both. The worker image needs no Debian packages:
+# clamd runs in its own container (clamav/clamav) and every Python dependency
+# ships as a wheel.
+FROM python:3.11-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY shared/ shared/
+COPY dispatcher/ dispatcher/
+COPY workers/ workers/
+COPY holdscan/ holdscan/
+# [flower]: the same image runs Flower, so Flower and the workers share one Celery version.
+RUN pip install ".[flower]" && cd / && rm -rf /build
+WORKDIR /
+
+# -- Postfix and the dispatcher: one image for both, so that mail_owner has the same
+#    uid in each container that shares the spool volume.
+FROM base AS mailhost
+RUN echo "postfix postfix/main_mailer_type select Internet Site" | debconf-set-selections \
+ && echo "postfix postfix/mailname string localhost" | debconf-set-selections \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY deploy/postfix/ /usr/share/holdscan/postfix/
+COPY deploy/docker/postfix-start.sh /usr/local/bin/holdscan-postfix-start
+EXPOSE 25
+CMD ["holdscan-postfix-start"]
+
+# -- The scanning worker (the default target). It needs no privileges at all.
+FROM base AS worker
+RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin holdscan
+USER holdscan
+CMD ["holdscan", "worker"]
