@@ -52,7 +52,7 @@ def _mz(data: bytes) -> str | None:
     # Without the PE header in view (a truncated head, or a real DOS program),
     # believe "MZ" only if the DOS header is plausible, so that a text that
     # happens to start with "MZ" is not called a program.
-    pages, header_paragraphs = struct.unpack_from("<HxxxxH", data, 4)
+    pages, header_paragraphs = struct.unpack_from("<HxxH", data, 4)   # e_cp, e_cparhdr
     if 1 <= pages <= 0x1000 and 2 <= header_paragraphs <= 0x100:
         return "msdos"
     return None

@@ -186,16 +186,19 @@ def _strict_reading(raw: bytes) -> tuple[list[Part], str]:
 # --- header fields, parameters, encoded words -------------------------------------
 
 _PARAM = re.compile(r"""([A-Za-z0-9!#$%&'*+.^_`{|}~-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)""",
-                    re.DOTALL)
+                    re.DOTALL | re.ASCII)
 _COMMENT = re.compile(r"\([^()\"]*\)")
-_TOKEN = re.compile(r"\s*([^\s;]*)")
+_TOKEN = re.compile(r"\s*([^\s;]*)", re.ASCII)
 _SECTION = re.compile(r"^(?P<base>[^*]+)(?:\*(?P<index>\d+))?(?P<ext>\*)?$")
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
-_BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=", re.ASCII)
+_BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)", re.ASCII)
+# Header bytes are held as Latin-1 text, in which "\x85" and "\xa0" (parts of
+# UTF-8 sequences) count as white space to str.strip(); only ASCII white space is.
+_WS = " \t\r\n"
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
-    charset = charset.split("*", 1)[0].strip().strip('"') or "utf-8"     # RFC 2231 language
+    charset = charset.split("*", 1)[0].strip(_WS + '"') or "utf-8"     # RFC 2231 language
     try:
         codecs.lookup(charset)
     except LookupError:
@@ -219,11 +222,25 @@ def decode_words(value: str) -> str:
     return _ENCODED_WORD.sub(one, _BETWEEN_WORDS.sub(r"\1\2", value))
 
 
+def _eight_bit(value: str) -> str:
+    """A header value (bytes held as Latin-1) as clients show raw 8-bit text:
+    as UTF-8 when it is valid UTF-8 (RFC 6532, and common without it), else
+    mostly as Windows-1252, whose 0x80-0x9F are printable; read as Latin-1
+    those would be control characters that are not really there."""
+    if value.isascii():
+        return value
+    raw = value.encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
 def _unquote(value: str) -> str:
     if value.startswith('"'):
         value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
         value = re.sub(r"\\(.)", r"\1", value)
-    return value.strip()
+    return value.strip(_WS)
 
 
 @dataclass
@@ -322,12 +339,14 @@ def _b64_variants(body: bytes) -> tuple[list[bytes], list[str]]:
         return [binascii.a2b_base64(compact, strict_mode=True)], []
     except binascii.Error:
         pass
-    # Decoders disagree on junk and misplaced padding: some skip it, some stop
-    # at the first "=". Keep both readings.
+    # Decoders disagree on junk and misplaced padding: some skip what is not
+    # base64 and read on, some stop at the first "=", some take each padded
+    # piece as a stream of its own (concatenated encodings). Keep every reading.
     variants = [lenient_b64decode(compact)]
-    first_pad = compact.find(b"=")
-    if first_pad >= 0:
-        variants.append(lenient_b64decode(compact[:first_pad]))
+    if b"=" in compact:
+        variants.append(lenient_b64decode(compact[:compact.find(b"=")]))
+        pieces = [p for p in re.split(rb"=+", compact) if p]
+        variants.append(b"".join(lenient_b64decode(p) for p in pieces[:1000]))
     junk = compact.translate(None, _B64_CHARS + b"=")
     why = "base64 with characters outside the alphabet" if junk else "base64 with odd padding"
     return _unique_bytes(variants), [why]
@@ -375,7 +394,7 @@ def _unique_bytes(items: list[bytes]) -> list[bytes]:
 
 
 def _cte_kind(value: str) -> str:
-    v = value.strip().strip('"').lower()
+    v = value.strip(_WS + '"').lower()
     if v in ("", "7bit", "8bit", "binary"):
         return "identity"
     if "base64" in v or "base 64" in v:
@@ -423,7 +442,7 @@ def _split_entity(data: bytes) -> _Entity:
             break
         if line[:1] in (b" ", b"\t") and headers:
             last_name, last_value = headers[-1]
-            headers[-1] = (last_name, last_value + " " + line.decode("latin-1").strip())
+            headers[-1] = (last_name, last_value + " " + line.decode("latin-1").strip(_WS))
             pos = stop
             continue
         name, colon, value = line.partition(b":")
@@ -434,7 +453,7 @@ def _split_entity(data: bytes) -> _Entity:
             break
         if stripped != name:
             anomalies.append("white space before a header's colon")
-        headers.append((stripped.decode("latin-1").lower(), value.decode("latin-1").strip()))
+        headers.append((stripped.decode("latin-1").lower(), value.decode("latin-1").strip(_WS)))
         pos = stop
     return _Entity(headers=headers, body=data[pos:], anomalies=anomalies)
 
@@ -541,7 +560,8 @@ class _TolerantReading:
         ctypes = [_Field.parse(v) for v in entity.all("content-type")]
         types = _unique(f.token for f in ctypes if "/" in f.token) or [default_type]
         if len(ctypes) > 1:
-            distinct = _unique(" ".join(v.split()).lower() for v in entity.all("content-type"))
+            distinct = _unique(" ".join(re.split(r"[ \t\r\n]+", v.strip(_WS))).lower()
+                               for v in entity.all("content-type"))
             if len(distinct) > 1:
                 self._undecidable(f"part {path}: conflicting Content-Type headers")
             anomalies.append("duplicate Content-Type")
@@ -550,12 +570,11 @@ class _TolerantReading:
             self._undecidable(f"part {path}: conflicting Content-Transfer-Encoding headers")
         if "unknown" in ctes:
             anomalies.append("unknown Content-Transfer-Encoding")
-        dispositions = [_Field.parse(v) for v in entity.all("content-disposition")]
         names = []
-        for f in dispositions:
-            names += f.values("filename")
-        for f in ctypes:
-            names += f.values("name")
+        for v in entity.all("content-disposition"):
+            names += _Field.parse(_eight_bit(v)).values("filename")
+        for v in entity.all("content-type"):
+            names += _Field.parse(_eight_bit(v)).values("name")
         names = _unique(names)
 
         multipart = [t for t in types if t.startswith("multipart/")]
@@ -630,7 +649,7 @@ class _TolerantReading:
         out: list[str] = []
         for f in ctypes:
             for value in f.values("boundary"):
-                out += [value, value.rstrip()]
+                out += [value, value.rstrip(_WS)]
         return [b.encode("latin-1", "replace") for b in _unique(b for b in out if b)]
 
     def _discovered(self, body: bytes) -> list[bytes]:
@@ -656,7 +675,7 @@ class _TolerantReading:
             if not splits:
                 splits = self._splits(body, self._discovered(body))
             for boundary, exact, prefix in splits:
-                found.add(boundary.rstrip())
+                found.add(boundary.rstrip(_WS.encode()))
                 if exact is None or (prefix is not None and prefix.children != exact.children):
                     self._undecidable(f"part {path}: lines that start with the boundary but "
                                       "are not delimiters (prefix tricks)")
