@@ -398,3 +398,30 @@ def test_postfix_start_script_applies_the_snippets() -> None:
     for cmd in documented:
         assert cmd.replace(" n - y - 0 cleanup", " n - n - 0 cleanup") in script, cmd
     assert "exec postfix start-fg" in script
+
+
+# -- the docs say what the files say ------------------------------------------------------
+
+def test_configuration_doc_covers_every_setting() -> None:
+    from workers.scanners import SCANNERS
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    default = config_mod.Config()
+    for section in ("postfix", "dispatcher", "broker", "worker", "headers"):
+        assert f"## `[{section}]`" in doc
+        for f in dataclasses.fields(getattr(default, section)):
+            assert f"| `{f.name}` |" in doc, f"{section}.{f.name}"
+    for name, cls in SCANNERS.items():
+        assert f"### `[scanners.{name}]`" in doc
+        for key in cls.defaults:
+            assert f"`{key}`" in doc, f"scanners.{name}.{key}"
+
+
+def test_install_doc_uses_the_snippets_commands() -> None:
+    doc = (REPO / "docs" / "install.md").read_text()
+    snippet = (DEPLOY / "postfix" / "master.cf.snippet").read_text()
+    for cmd in re.findall(r"postconf -[MP] '[^']+'", snippet):
+        assert cmd in doc, cmd
+    for line in (DEPLOY / "postfix" / "holdscan_hold_checks").read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert line in doc
