@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
+from holdscan.lab.clamd import ClamdServer
 from holdscan.lab.postfix import free_port, run
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
 from tests.integration.test_rule3_local_mail_not_held import SnippetPostfix
-from tests.support.clamd import ClamdServer
 
 pytestmark = [pytest.mark.postfix, pytest.mark.redis, pytest.mark.clamd]
 
