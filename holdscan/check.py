@@ -359,7 +359,8 @@ def _sentinel_ping(label: str, url: str, setting: str) -> CheckResult:
         return _fail(label, f"malformed URL {redact(url)}",
                      f"fix {setting}; the form is sentinel://HOST:PORT;sentinel://HOST:PORT")
     if len(bad) == len(results):
-        return bad[0]
+        return _fail(label, f"no Sentinel answers ({len(results)} tried); first: {bad[0].message}",
+                     f"start redis-sentinel or fix {setting}")
     return _ok(label, f"{len(results) - len(bad)} of {len(results)} Sentinels answer PING")
 
 
