@@ -21,7 +21,9 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -465,6 +467,17 @@ def check_clamd(address: str) -> CheckResult:
 
 # -- all together ---------------------------------------------------------------------
 
+def _guarded(name: str, check: Callable[[], CheckResult]) -> CheckResult:
+    """Run one check; an error it did not foresee is still one line, never a traceback."""
+    try:
+        return check()
+    except PermissionError as e:
+        return _fail(name, f"permission denied: {e.filename or e}",
+                     "run holdscan check as root, like the dispatcher")
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return _fail(name, f"unexpected error: {e}", "fix what it names and run the check again")
+
+
 def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
     results: list[CheckResult] = []
     postfix_result, settings = check_postfix(cfg)
@@ -473,19 +486,21 @@ def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
         why = "needs Postfix's settings"
         results += [_skip(n, why) for n in ("hold rule", "one file system", "spool owner", "user")]
     else:
-        results.append(check_hold_rule(cfg))
-        results.append(check_filesystem(cfg, settings))
-        results.append(check_owner(cfg, settings))
-        results.append(check_user(settings))
-    results.append(check_broker(cfg.broker.url))
+        s = settings
+        results.append(_guarded("hold rule", lambda: check_hold_rule(cfg)))
+        results.append(_guarded("one file system", lambda: check_filesystem(cfg, s)))
+        results.append(_guarded("spool owner", lambda: check_owner(cfg, s)))
+        results.append(_guarded("user", lambda: check_user(s)))
+    results.append(_guarded("broker", lambda: check_broker(cfg.broker.url)))
     if cfg.content_url != cfg.broker.url:
-        results.append(check_broker(cfg.content_url, "content store",
-                                    "broker.content_url or HOLDSCAN_CONTENT_URL"))
+        results.append(_guarded("content store", lambda: check_broker(
+            cfg.content_url, "content store", "broker.content_url or HOLDSCAN_CONTENT_URL")))
     clamav = cfg.scanners.get("clamav", {})
     if clamav.get("enabled", True) is False:
         results.append(_skip("clamd", "scanners.clamav.enabled = false"))
     else:
-        results += [check_clamd(a) for a in clamd_addresses(cfg)]
+        for address in clamd_addresses(cfg):
+            results.append(_guarded(f"clamd {address}", partial(check_clamd, address)))
     return results
 
 

@@ -86,13 +86,13 @@ class Outcome:
         return found[0]
 
 
-def holdscan_check(config: Path, *, via: str = "cli", env: dict[str, str] | None = None
-                   ) -> Outcome:
+def holdscan_check(config: Path, *, via: str = "cli", env: dict[str, str] | None = None,
+                   user: str | None = None) -> Outcome:
     module = ["holdscan.cli", "check"] if via == "cli" else ["holdscan.check"]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HOLDSCAN_")}
     p = subprocess.run([sys.executable, "-m", *module, "--config", str(config)],
                        cwd=REPO, capture_output=True, text=True, timeout=60,
-                       env={**clean, **(env or {})})
+                       env={**clean, **(env or {})}, user=user)
     output = p.stdout + p.stderr
     assert "Traceback" not in output, output
     return Outcome(p.returncode, p.stdout.splitlines(), output)
@@ -251,6 +251,29 @@ def test_state_dir_owned_by_root(parts: Parts) -> None:
         state.rmdir()
     line = assert_one_failure(out, "spool owner", f"{state} belongs to root")
     assert "chown -R postfix" in line
+
+
+def test_neither_root_nor_mail_owner(parts: Parts) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the check as another user")
+    shared_tmp = Path(tempfile.mkdtemp(prefix="holdscan-check-nobody-"))
+    try:
+        shared_tmp.chmod(0o755)
+        config = shared_tmp / "holdscan.toml"
+        config.write_text(parts.config(clamd=[]).read_text())
+        config.chmod(0o644)
+        probe = subprocess.run([sys.executable, "-c", "import holdscan.check"], cwd=REPO,
+                               capture_output=True, user="nobody")
+        if probe.returncode != 0:
+            pytest.skip("user nobody cannot read this checkout")
+        out = holdscan_check(config, user="nobody")
+    finally:
+        shutil.rmtree(shared_tmp, ignore_errors=True)
+    assert out.code == 1
+    line = out.line("user")
+    assert line.startswith("FAIL user: running as nobody"), out.output
+    assert "run holdscan as root (it drops to postfix) or as postfix" in line
+    assert out.line("broker").startswith("ok"), out.output
 
 
 def test_postfix_missing_skips_what_needs_it(parts: Parts) -> None:
