@@ -429,10 +429,23 @@ def _encode_content(lines: Sequence[bytes], limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _check_types(records: Sequence[Record], allowed: frozenset[int], where: str) -> None:
+def _check_records(records: Sequence[Record], allowed: frozenset[int], where: str) -> None:
     for r in records:
         if len(r.type) != 1 or ord(r.type) not in allowed:
             raise ValueError(f"record type {r.type!r} does not belong in the {where}")
+        if r.type == "A" and _split_attr(r.data) is None:
+            raise ValueError(f"malformed attribute record {r.data[:40]!r} in the {where}")
+
+
+def _check_required(envelope: Sequence[Record]) -> None:
+    """The envelope records without which qmgr refuses a file."""
+    types = {r.type for r in envelope}
+    if "S" not in types:
+        raise ValueError("the envelope has no S (sender) record")
+    first_t = next((r for r in envelope if r.type == "T"), None)
+    m = _TIME_RE.fullmatch(first_t.data) if first_t else None
+    if m is None or int(m.group(1)) == 0:
+        raise ValueError("the envelope has no valid T (arrival time) record")
 
 
 def serialize(qf: QueueFile, line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT) -> bytes:
@@ -446,14 +459,16 @@ def serialize(qf: QueueFile, line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT)
 
     Unedited content (the lines still equal to what parse() read) is written
     back with its records as read; edited content is split as cleanup splits
-    lines, at line_length_limit. Raises ValueError for a model Postfix could
-    not read: a record type outside its section, or no content at all (the
-    queue manager refuses a content size of 0).
+    lines, at line_length_limit. Raises ValueError for a model that parse()
+    (like the queue manager) would refuse: a record type outside its section,
+    a malformed attribute, no S or T record, or no content at all (qmgr
+    refuses a content size of 0).
     """
     if line_length_limit < 1:
         raise ValueError(f"line_length_limit must be positive, not {line_length_limit}")
-    _check_types(qf.envelope, _ENVELOPE_TYPES, "envelope")
-    _check_types(qf.extracted, _EXTRACTED_TYPES, "extracted section")
+    _check_records(qf.envelope, _ENVELOPE_TYPES, "envelope")
+    _check_records(qf.extracted, _EXTRACTED_TYPES, "extracted section")
+    _check_required(qf.envelope)
 
     raw = qf._raw_content
     if raw is not None and raw.max_piece <= line_length_limit and qf.content == raw.lines:

@@ -199,6 +199,21 @@ def test_serialize_refuses_a_message_without_content():
         serialize(parse(build()).with_message(b""))
 
 
+@pytest.mark.parametrize("envelope,extracted,problem", [
+    ([Record("S", b"")], [], "no valid T"),
+    ([Record("T", b"soon"), Record("S", b"")], [], "no valid T"),
+    ([Record("T", b"1700000000 0")], [], "no S"),
+    ([Record("T", b"1700000000 0"), Record("S", b""), Record("N", b"x")], [], "envelope"),
+    ([Record("T", b"1700000000 0"), Record("S", b""), Record("RR", b"x")], [], "envelope"),
+    ([Record("T", b"1700000000 0"), Record("S", b"")], [Record("T", b"1 2")], "extracted"),
+    ([Record("T", b"1700000000 0"), Record("S", b""), Record("A", b"no equals")], [],
+     "malformed attribute"),
+])
+def test_serialize_refuses_what_parse_would_refuse(envelope, extracted, problem):
+    with pytest.raises(ValueError, match=problem):
+        serialize(QueueFile([1, 1, 1, 0, 1, 0], envelope, [b"Subject: x"], extracted))
+
+
 def test_read_from_a_path(tmp_path):
     data = build()
     (tmp_path / "ABC123").write_bytes(data)
@@ -750,7 +765,7 @@ def test_mutated_valid_files_parse_or_raise(data):
     _check_parse(data)
 
 
-_ENV_TYPES = "TFILDRO/WVAK>"
+_ENV_TYPES = "TFILDRO/WVAK><cion"
 _EXT_TYPES = "DRO/PreAFIL>K"
 
 
