@@ -64,6 +64,7 @@ class WorkerConfig:
 class HeadersConfig:
     prefix: str = "X-Holdscan"
     add_status_header: bool = True
+    status_header_on_clean: bool = False   # True: rewrite every clean message to add it
     subject_tags: dict[str, str] = field(default_factory=dict)   # action -> tag
 
 

@@ -54,7 +54,8 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     log.info("%s: %s %s", request.queue_id, action,
              "; ".join(f"{f.scanner}: {f.detail}" for f in findings if f.action != "clean"))
     return Verdict(queue_id=request.queue_id, attempt=request.attempt, action=action,
-                   findings=findings, header_edits=header_edits(action, findings, headers),
+                   findings=findings,
+                   header_edits=header_edits(action, findings, headers, raw),
                    scan_times=times, worker=worker_name)
 
 
@@ -70,13 +71,29 @@ def status_text(action: str, findings: list[Finding]) -> str:
     return text
 
 
-def header_edits(action: str, findings: list[Finding], headers: HeadersConfig) -> list[HeaderEdit]:
+def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
+                 raw: bytes = b"") -> list[HeaderEdit]:
     edits = []
-    if headers.add_status_header:
+    name = f"{headers.prefix}-Status"
+    # Clean mail with nothing to change is released by a plain rename, the cheapest and
+    # safest move there is; it gets a status header only when asked for, or when the
+    # sender forged one that must not survive.
+    wanted = headers.add_status_header and (
+        action != "clean" or headers.status_header_on_clean or _has_header(raw, name))
+    if wanted:
         # "replace": a status header the sender forged is removed, not trusted.
-        edits.append(HeaderEdit("replace", f"{headers.prefix}-Status",
+        edits.append(HeaderEdit("replace", name,
                                 status_text(action, findings)))
     tag = headers.subject_tags.get(action)
     if tag:
         edits.append(HeaderEdit("subject_tag", "Subject", tag))
     return edits
+
+
+def _has_header(raw: bytes, name: str) -> bool:
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    head = raw[:end] if end >= 0 else raw
+    needle = name.lower().encode() + b":"
+    return any(line.lower().startswith(needle) for line in head.splitlines())

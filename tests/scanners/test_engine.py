@@ -374,7 +374,8 @@ def _clean_corpus() -> dict[str, bytes]:
 def test_clean_corpus_is_clean(scan: Scan, name: str) -> None:
     verdict = scan(_clean_corpus()[name])
     assert verdict.action == "clean", verdict.reasons
-    assert verdict.header_edits[0].value == "clean"
+    # Clean mail with nothing to change is released as it came: no edits, no rewrite.
+    assert verdict.header_edits == []
 
 
 def test_clean_corpus_reads_the_same_both_ways() -> None:
@@ -416,6 +417,19 @@ def test_header_edits_replace_the_status_and_tag_the_subject(scanners: list[Scan
     assert Verdict.from_dict(verdict.to_dict()) == verdict     # it passes the contract
     quiet = HeadersConfig(add_status_header=False)
     assert scan_message(simple(b"hi"), REQUEST, scanners, quiet, "w1").header_edits == []
+
+
+def test_clean_status_header_only_when_asked_or_forged(scanners: list[Scanner]) -> None:
+    plain = scan_message(simple(b"hi"), REQUEST, scanners, HeadersConfig(), "w1")
+    assert plain.action == "clean" and plain.header_edits == []
+    loud = HeadersConfig(status_header_on_clean=True)
+    assert [(e.op, e.value) for e in
+            scan_message(simple(b"hi"), REQUEST, scanners, loud, "w1").header_edits] == [
+        ("replace", "clean")]
+    forged = b"X-Holdscan-Status: clean\r\n" + simple(b"hi")
+    edits = scan_message(forged, REQUEST, scanners, HeadersConfig(), "w1").header_edits
+    assert [(e.op, e.name, e.value) for e in edits] == [
+        ("replace", "X-Holdscan-Status", "clean")]
 
 
 def test_status_text_is_one_safe_ascii_line() -> None:
