@@ -114,7 +114,7 @@ class QueueFileError(ValueError):
         return (QueueFileError, (self.offset, self.problem))
 
 
-@dataclass(slots=True)
+@dataclass
 class Record:
     """One record, kept byte for byte. `type` is one character, e.g. "R"."""
 
@@ -122,7 +122,7 @@ class Record:
     data: bytes
 
 
-@dataclass(slots=True)
+@dataclass
 class Recipient:
     """One R (to deliver) or D (already delivered) record and what qualifies it.
 
@@ -138,7 +138,7 @@ class Recipient:
     done: bool = False
 
 
-@dataclass(slots=True)
+@dataclass
 class _RawContent:
     """The content records exactly as read, for writing back unchanged content.
 
