@@ -153,6 +153,23 @@ class Dispatcher:
                         break
         finally:
             self._shutdown()
+        if self.once:
+            return self._once_summary()
+        return 0
+
+    def _once_summary(self) -> int:
+        """--once: say what was done, and fail if anything had to stay in hold."""
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        waiting = len(self.retry_at)
+        unparseable = len(self.unparseable)
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.stats.verdicts.items()))
+        print(f"holdscan: {outcomes or 'nothing to do'}", file=sys.stderr)
+        if waiting or unparseable:
+            print(f"holdscan: {waiting} message(s) stay in hold after a scan error and "
+                  f"{unparseable} could not be parsed; see the log above, then run again",
+                  file=sys.stderr)
+            return 1
         return 0
 
     def _wait_time(self, batch_started: float) -> float:

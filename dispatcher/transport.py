@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
@@ -140,11 +141,18 @@ def _local_scan(batch: list[tuple[dict[str, Any], bytes]]) -> list[dict[str, Any
     return out
 
 
+def _new_pool(cfg: Config, processes: int) -> ProcessPoolExecutor:
+    # "spawn", never fork: a forked child would inherit the descriptors of our claimed hold
+    # files, and with them their flocks, so qmgr would find released mail still locked.
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_local_init, initargs=(cfg,))
+
+
 class LocalTransport:
     def __init__(self, cfg: Config, processes: int) -> None:
         self.cfg = cfg
         self.processes = processes
-        self.pool = ProcessPoolExecutor(processes, initializer=_local_init, initargs=(cfg,))
+        self.pool = _new_pool(cfg, processes)
         self._on_verdicts: OnVerdicts | None = None
         self._on_state: OnState | None = None
 
@@ -168,8 +176,7 @@ class LocalTransport:
             try:
                 self.pool.shutdown(wait=False, cancel_futures=True)
             finally:
-                self.pool = ProcessPoolExecutor(self.processes, initializer=_local_init,
-                                                initargs=(self.cfg,))
+                self.pool = _new_pool(self.cfg, self.processes)
                 time.sleep(0.5)
 
     def forget(self, keys: list[str]) -> None:

@@ -51,6 +51,9 @@ class ClamdServer:
                  directory: str | None = None, extra_config: str = "") -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="holdscan-clamd-"))
+        # Like Debian's /var/run/clamav: scanners running as other users (a dispatcher's
+        # local pool runs as Postfix's mail_owner) must reach the socket.
+        os.chmod(self.dir, 0o755)
         self.socket_path = str(self.dir / "clamd.sock")
         self.port = free_port() if tcp else 0
         self.stream_max_length = stream_max_length
@@ -77,6 +80,7 @@ class ClamdServer:
         (self.dir / "clamd.conf").write_text(
             f"DatabaseDirectory {db}\n"
             f"LocalSocket {self.socket_path}\n"
+            "LocalSocketMode 666\n"
             f"{tcp}"
             "Foreground yes\n"
             f"StreamMaxLength {self.stream_max_length}\n"

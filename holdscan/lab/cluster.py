@@ -37,7 +37,8 @@ def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
 
 
 def lab_config(path: Path, postfix_config_dir: Path, broker_url: str, clamd_address: str,
-                **dispatcher: Any) -> Path:
+               tables: dict[str, dict[str, Any]] | None = None, **dispatcher: Any) -> Path:
+    """A config for lab runs: short deadlines so that recovery shows within seconds."""
     d = {"verdict_deadline": 15.0, "rescan_interval": 2.0, "batch_wait": 0.02}
     d.update(dispatcher)
     return write_config(path, {
@@ -45,6 +46,7 @@ def lab_config(path: Path, postfix_config_dir: Path, broker_url: str, clamd_addr
         "dispatcher": d,
         "broker": {"url": broker_url, "task_time_limit": 60, "visibility_timeout": 120},
         "scanners.clamav": {"addresses": [clamd_address], "timeout": 10.0},
+        **(tables or {}),
     })
 
 

@@ -126,22 +126,48 @@ def test_clean_delivered_once_and_eicar_quarantined(postfix, sink, cluster):
     assert row["queue_id"] == q["queue_id"] and row["verdict"] == "infected"
 
 
-CRASH_POINTS = ["dispatch.after_claim", "dispatch.after_submit", "apply.before",
-                "release.after_rename", "rewrite.after_commit", "rewrite.after_retire"]
+# (crash point, how many times it passes before it fires, rewrite clean mail?)
+CRASH_POINTS = [
+    ("dispatch.after_claim", 3, False),     # per message claimed
+    ("dispatch.after_submit", 0, False),    # per batch handed to the broker
+    ("apply.before", 3, False),             # per verdict
+    ("release.before_rename", 3, False),
+    ("release.after_rename", 3, False),
+    ("rewrite.after_write", 3, True),       # rewrites: clean mail gets a status header
+    ("rewrite.after_commit", 3, True),
+    ("rewrite.after_retire", 3, True),
+    ("rewrite.after_release", 3, True),
+]
 
 
-@pytest.mark.parametrize("point", CRASH_POINTS)
-def test_sigkill_at_each_step_delivers_exactly_once(postfix, sink, cluster, point):
+@pytest.mark.parametrize(("point", "after", "rewrite"), CRASH_POINTS)
+def test_sigkill_at_each_step_delivers_exactly_once(postfix, sink, redis_server, clamd, tmp_path,
+                                                    point, after, rewrite):
+    os.chmod(tmp_path, 0o755)
+    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
+                     clamd.addresses[0],
+                     tables={"headers": {"status_header_on_clean": rewrite}})
+    cluster = Cluster(cfg, tmp_path)
+    try:
+        _crash_and_recover(postfix, sink, cluster, point, after, rewrite)
+    finally:
+        cluster.close()
+
+
+def _crash_and_recover(postfix, sink, cluster, point, after, rewrite):
     ids = send_many(postfix.port, 10, threads=2)
     postfix.wait_held(10)
     cluster.start_worker()
-    cluster.start_dispatcher(env={"HOLDSCAN_CRASH_AT": point, "HOLDSCAN_CRASH_AFTER": "3"})
+    cluster.start_dispatcher(env={"HOLDSCAN_CRASH_AT": point,
+                                  "HOLDSCAN_CRASH_AFTER": str(after)})
     assert cluster.dispatcher.wait(60) == -9, cluster.logs("dispatcher")[-3000:]
     cluster.start_dispatcher()
     sink.wait_count(10, timeout=90)
     time.sleep(1.5)
     assert_exactly_once(sink, ids)
     assert sink.count() == 10
+    statuses = {d.header("X-Holdscan-Status") for d in sink.deliveries()}
+    assert statuses == ({"clean"} if rewrite else {None})
     assert_spool_clean(postfix)
 
 
