@@ -50,6 +50,14 @@ def _spool(cfg: Config):
     return Spool(settings, cfg.dispatcher.state_dir, cfg.dispatcher.quarantine_dir)
 
 
+def check_identity(user: str) -> None:
+    """The dispatcher runs as root (and drops to mail_owner) or as mail_owner itself."""
+    pw = pwd.getpwnam(user)
+    if os.geteuid() not in (0, pw.pw_uid):
+        raise UsageError(f"holdscan dispatch must run as root (it then becomes {user}) or as "
+                         f"Postfix's mail_owner {user}; you are uid {os.geteuid()}")
+
+
 def drop_privileges(user: str) -> None:
     """Run as Postfix's mail_owner: files we create must belong to it, and a root-owned
     file in incoming makes qmgr exit."""
@@ -58,9 +66,6 @@ def drop_privileges(user: str) -> None:
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
-    elif os.geteuid() != pw.pw_uid:
-        raise UsageError(f"holdscan dispatch must run as root (it then becomes {user}) or as "
-                         f"Postfix's mail_owner {user}; you are uid {os.geteuid()}")
 
 
 # -- dispatch -----------------------------------------------------------------------------
@@ -80,6 +85,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         cfg.dispatcher.batch_size = args.batch_size
     hlog.setup(args.log_level)
     spool = _spool(cfg)
+    check_identity(spool.settings.mail_owner)
     spool.prepare()
     if not args.no_drop_privileges:
         drop_privileges(spool.settings.mail_owner)
@@ -324,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UsageError, ConfigError, PostfixError, SpoolError) as e:
         print(f"holdscan: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:
+        print(f"holdscan: {e.strerror}: {e.filename} (run as root, or as Postfix's mail_owner)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

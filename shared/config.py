@@ -121,6 +121,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
             table = tomllib.loads(p.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {p} does not exist; create it or leave out --config")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}")
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}")
         _fill(cfg, table, str(p))
