@@ -41,6 +41,9 @@ ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar"})   # the ones we
 _MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
 _LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00"
 _UTF16_REGEDIT = "Windows Registry Editor".encode("utf-16-le")
+# After "BZh1".."BZh9": a block (digits of pi) or the end of the stream (of
+# sqrt(pi)); without them a text that starts "BZh1" would pass for bzip2.
+_BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
 
 
 def _mz(data: bytes) -> str | None:
@@ -79,7 +82,7 @@ def sniff(data: bytes) -> str | None:
         return "zip"
     if head[:3] == b"\x1f\x8b\x08":
         return "gzip"
-    if head[:3] == b"BZh" and head[3:4].isdigit():
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in _BZIP2_BLOCKS:
         return "bzip2"
     if head[:6] == b"\xfd7zXZ\x00":
         return "xz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import shutil
 import subprocess
 import time
@@ -85,6 +86,13 @@ def test_gzip_inner_name_and_content() -> None:
 def test_zip_appended_to_another_file_is_still_listed() -> None:
     found = scan(b"\xff\xd8\xff\xe0 a jpeg " + zip_bytes({"x.exe": b"x"}), "photo.jpg")
     assert [f.action for f in found] == ["blocked"]
+
+
+def test_binary_file_that_merely_contains_a_zip_signature_is_not_an_archive() -> None:
+    rnd = random.Random(9)
+    jpeg = b"\xff\xd8\xff\xe0" + rnd.randbytes(5000) + b"PK\x05\x06" + rnd.randbytes(40)
+    assert scan(jpeg, "photo.jpg") == []
+    assert scan(b"BZh91 is not bzip2, just text\r\n", "notes.txt") == []
 
 
 def test_local_header_name_that_differs_from_the_directory_is_checked() -> None:

@@ -136,6 +136,15 @@ class _Walk:
 
     def archive(self, data: bytes, label: str, name: str, depth: int) -> None:
         kind = archive_kind(data)
+        if kind == "zip" and sniff(data) != "zip":
+            # Found only by an end-of-directory signature after other data.
+            # Any binary file has those four bytes now and then; unless a zip
+            # reader can open it, it is no archive, and not a damaged one.
+            try:
+                zipfile.ZipFile(io.BytesIO(data)).close()
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError,
+                    EOFError, OSError):
+                return
         try:
             if kind == "zip":
                 self.zip(data, label, depth)
