@@ -32,10 +32,17 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     times: dict[str, float] = {}
     started = time.perf_counter()
     limits = next((s.parse_limits for s in scanners if s.parse_limits is not None), None)
-    msg = ParsedMessage.from_bytes(raw, limits)
+    findings: list[Finding] = []
+    try:
+        msg = ParsedMessage.from_bytes(raw, limits)
+    # As broad as for the scanners, for the same reason: a parser bug must
+    # cost this message a retry, not the worker its life.
+    except Exception as e:
+        log.exception("MIME parsing failed on %s", request.queue_id)
+        msg = ParsedMessage.unparsed(raw, "MIME parsing failed")
+        findings.append(Finding("parse", "error", f"MIME parsing failed: {type(e).__name__}: {e}"))
     times["parse"] = time.perf_counter() - started
 
-    findings: list[Finding] = []
     for scanner in scanners:
         t = time.perf_counter()
         try:

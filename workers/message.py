@@ -99,6 +99,12 @@ class ParsedMessage:
                    parts=tuple(merged), problems=tuple(_unique(problems)),
                    undecidable=tuple(_unique(undecidable)), limits=limits)
 
+    @classmethod
+    def unparsed(cls, raw: bytes, reason: str) -> ParsedMessage:
+        """The raw bytes alone, when parsing failed: clamd can still scan them."""
+        return cls(raw=raw, strict=(), tolerant=(), parts=(), problems=(reason,),
+                   undecidable=(reason,))
+
     @property
     def suspect_parts(self) -> tuple[Part, ...]:
         """Parts that a MIME decoder like clamd's may not have seen as we did.

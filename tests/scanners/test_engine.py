@@ -408,6 +408,18 @@ def test_a_scanner_that_raises_gives_an_error_finding_and_the_others_still_run(
     assert set(verdict.scan_times) == {"parse", "exploding", *(s.name for s in scanners)}
 
 
+def test_a_parser_failure_is_an_error_and_clamd_still_scans_the_raw_message(
+        scanners: list[Scanner], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(raw: bytes, limits: object = None) -> ParsedMessage:
+        raise IndexError("parser bug")
+    monkeypatch.setattr(ParsedMessage, "from_bytes", broken)
+    verdict = scan_message(simple(EICAR), REQUEST, scanners, HeadersConfig(), "w1")
+    assert verdict.action == "error"
+    found = [(f.scanner, f.action, f.detail) for f in verdict.findings]
+    assert ("parse", "error", "MIME parsing failed: IndexError: parser bug") in found
+    assert ("clamav", "infected", DETECTED_AS) in found
+
+
 def test_header_edits_replace_the_status_and_tag_the_subject(scanners: list[Scanner]) -> None:
     headers = HeadersConfig(prefix="X-Scan", subject_tags={"infected": "[VIRUS]"})
     verdict = scan_message(simple(EICAR), REQUEST, scanners, headers, "w1")
