@@ -8,7 +8,13 @@ to be scanned again.
 
 Deterministic: the same bytes and scanners give the same action, findings and
 header edits (only scan_times and worker differ), so a redelivered task that
-runs twice cannot produce two different verdicts.
+runs twice cannot produce two different verdicts. The exception is a spam
+daemon, which may score the same message differently twice (its network
+tests, its learning); the dispatcher applies the first verdict it gets and
+drops a late duplicate, so the message is still handled once.
+
+A scanner may return more than findings (a ScanResult): its `extra` goes into
+Verdict.extra, its `headers` become header edits under the configured prefix.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shared.config import HeadersConfig
 from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_action
 from workers.message import ParsedMessage
-from workers.scanners.base import Scanner
+from workers.scanners.base import Scanner, ScanResult
 
 log = logging.getLogger("holdscan.engine")
 
@@ -43,17 +50,22 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         findings.append(Finding("parse", "error", f"MIME parsing failed: {type(e).__name__}: {e}"))
     times["parse"] = time.perf_counter() - started
 
+    extra: dict[str, Any] = {}
+    scanner_headers: dict[str, str] = {}
     for scanner in scanners:
         t = time.perf_counter()
         try:
-            found = scanner.scan(msg)
+            result = scanner.run(msg, request)
         # Deliberately broad: whatever a scanner does wrong, this message gets
         # an error verdict (it stays in hold) and the worker goes on.
         except Exception as e:
             log.exception("scanner %s failed on %s", scanner.name, request.queue_id)
-            found = [Finding(scanner.name, "error", f"scanner failed: {type(e).__name__}: {e}")]
+            result = ScanResult([Finding(scanner.name, "error",
+                                         f"scanner failed: {type(e).__name__}: {e}")])
         times[scanner.name] = time.perf_counter() - t
-        findings.extend(found)
+        findings.extend(result.findings)
+        extra.update(result.extra)
+        scanner_headers.update(result.headers)
 
     action = worst_action([f.action for f in findings])
     for problem in msg.problems:
@@ -62,24 +74,29 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
              "; ".join(f"{f.scanner}: {f.detail}" for f in findings if f.action != "clean"))
     return Verdict(queue_id=request.queue_id, attempt=request.attempt, action=action,
                    findings=findings,
-                   header_edits=header_edits(action, findings, headers, raw),
-                   scan_times=times, worker=worker_name)
+                   header_edits=header_edits(action, findings, headers, raw, scanner_headers),
+                   scan_times=times, worker=worker_name, extra=extra)
 
 
 def status_text(action: str, findings: list[Finding]) -> str:
     """`clean`, `infected (Eicar-Signature)`, `blocked (denied extension .exe: "a.exe")`."""
     details = list(dict.fromkeys(f.detail for f in findings if f.action == action and f.detail))
-    text = f"{action} ({', '.join(details)})" if details else action
-    # A header value: ASCII, no control characters, not endless.
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
-    text = "".join(c if c.isprintable() else " " for c in text)
+    text = _printable_ascii(f"{action} ({', '.join(details)})" if details else action)
     if len(text) > _MAX_STATUS:
         text = text[:_MAX_STATUS - 4] + "...)"
     return text
 
 
+def _printable_ascii(text: str) -> str:
+    # A header value: ASCII, no control characters. The dispatcher refuses a
+    # verdict with CR or LF in a header, and the message would wait in hold.
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
-                 raw: bytes = b"") -> list[HeaderEdit]:
+                 raw: bytes = b"", scanner_headers: dict[str, str] | None = None
+                 ) -> list[HeaderEdit]:
     edits = []
     name = f"{headers.prefix}-Status"
     # Clean mail with nothing to change is released by a plain rename, the cheapest and
@@ -91,6 +108,10 @@ def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
         # "replace": a status header the sender forged is removed, not trusted.
         edits.append(HeaderEdit("replace", name,
                                 status_text(action, findings)))
+    # "replace" here too: a score the sender wrote must not reach a filter that trusts it.
+    for suffix, value in (scanner_headers or {}).items():
+        edits.append(HeaderEdit("replace", f"{headers.prefix}-{suffix}",
+                                _printable_ascii(value)[:_MAX_STATUS]))
     tag = headers.subject_tags.get(action)
     if tag:
         edits.append(HeaderEdit("subject_tag", "Subject", tag))

@@ -8,6 +8,12 @@ A scanner is a small class:
 
         def scan(self, msg: ParsedMessage) -> list[Finding]: ...
 
+A scanner that has more to say than findings (the spam scanner: a score and
+the rules that fired, and headers for the recipient's filters) returns a
+ScanResult instead of the list. One that needs the envelope (rspamd wants the
+sender, recipients and queue ID) overrides run(), which is what the engine
+calls; its default is scan().
+
 `__init__` receives the scanner's `[scanners.NAME]` TOML table (minus
 `enabled`, which the registry handles) and checks it against `defaults`: a key
 it does not know, or a value of the wrong type, is a ConfigError that names
@@ -22,13 +28,31 @@ it into an `error` finding (the message stays in hold) rather than a crash.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from shared.config import ConfigError
-from shared.contract import Finding
+from shared.contract import Finding, ScanRequest
 from workers.message import ParsedMessage, ParseLimits
 
 OUTCOMES = ("blocked", "unscannable", "clean")      # for "what to do when ..." options
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Findings plus what goes into the verdict besides them.
+
+    `extra` is merged into Verdict.extra (keys start with the scanner's name,
+    e.g. "spam_score", so scanners cannot collide). `headers` maps a header
+    name *suffix* to its value: the engine adds the configured prefix
+    ("Spam-Score" -> "X-Holdscan-Spam-Score") and replaces any header of that
+    name the sender put there, so the scanner needs to know nothing of the
+    [headers] configuration.
+    """
+
+    findings: list[Finding]
+    extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Scanner(ABC):
@@ -42,8 +66,16 @@ class Scanner(ABC):
         self.options = check_options(self.name, options, self.defaults)
 
     @abstractmethod
-    def scan(self, msg: ParsedMessage) -> list[Finding]:
+    def scan(self, msg: ParsedMessage) -> list[Finding] | ScanResult:
         """Findings about `msg`; an empty list means clean."""
+
+    def run(self, msg: ParsedMessage, request: ScanRequest) -> ScanResult:
+        """What the engine calls: scan(), as a ScanResult.
+
+        Override it (not scan) to see the envelope in `request`.
+        """
+        found = self.scan(msg)
+        return found if isinstance(found, ScanResult) else ScanResult(list(found))
 
     def finding(self, action: str, detail: str) -> Finding:
         return Finding(scanner=self.name, action=action, detail=detail)
