@@ -13,6 +13,7 @@ hold and is sent again).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +25,10 @@ ACTIONS = ("clean", "infected", "blocked", "spam", "unscannable", "error")
 SEVERITY = {"clean": 0, "spam": 1, "unscannable": 2, "blocked": 3, "infected": 4, "error": 5}
 
 HEADER_EDIT_OPS = ("add", "replace", "subject_tag")
+
+# A MIME part path (shared/mimeparts.py): "2", "3.1"; never the whole message.
+_PART_RE = re.compile(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,29}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class ContractError(ValueError):
@@ -111,22 +116,34 @@ class ScanRequest:
 
 @dataclass(frozen=True)
 class Finding:
-    """What one scanner found: e.g. ("clamav", "infected", "Eicar-Test-Signature")."""
+    """What one scanner found: e.g. ("clamav", "infected", "Eicar-Test-Signature").
+
+    `part` names the MIME part the finding is about (a shared.mimeparts path,
+    "2" or "3.1"); empty when it is about the message as a whole or could not
+    be pinned to one part. Only findings with a part can be stripped.
+    """
 
     scanner: str
     action: str
     detail: str
+    part: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.part:
+            del d["part"]       # what a peer without parts sends, byte for byte
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> Finding:
         _require(isinstance(d, dict), "a finding must be an object")
         action = _str(d, "action")
         _require(action in ACTIONS, f"unknown finding action {action!r}")
+        part = _str(d, "part") if "part" in d else ""
+        _require(part == "" or _PART_RE.fullmatch(part) is not None,
+                 f"finding part {part[:40]!r} is not a MIME part path like '2' or '3.1'")
         return cls(scanner=_str(d, "scanner", empty_ok=False), action=action,
-                   detail=_str(d, "detail"))
+                   detail=_str(d, "detail"), part=part)
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,8 @@ class Verdict:
             isinstance(k, str) and isinstance(v, (int, float)) for k, v in times.items()),
             "'scan_times' must map scanner names to seconds")
         _require(isinstance(extra, dict), "'extra' must be an object")
+        if "strip" in extra:
+            _check_strip(extra["strip"])
         return cls(
             queue_id=_str(d, "queue_id", empty_ok=False),
             attempt=_int(d, "attempt"),
@@ -214,6 +233,27 @@ class Verdict:
             worker=_str(d, "worker") if "worker" in d else "",
             extra=extra,
         )
+
+
+def _check_strip(plan: Any) -> None:
+    """extra["strip"]: the parts a worker found removable, and the hash of the result.
+
+    {"parts": [{"part": "2", "note": "why"}, ...], "sha256": "<hex>"}: the
+    message without those parts (shared.mimeparts.strip with these notes)
+    scanned clean, and hashes to sha256.
+    """
+    _require(isinstance(plan, dict), "'extra.strip' must be an object")
+    parts = plan.get("parts")
+    _require(isinstance(parts, list) and bool(parts), "'extra.strip.parts' must be a list")
+    assert isinstance(parts, list)
+    for p in parts:
+        _require(isinstance(p, dict) and isinstance(p.get("part"), str)
+                 and _PART_RE.fullmatch(p["part"]) is not None
+                 and isinstance(p.get("note"), str),
+                 "each of 'extra.strip.parts' must be {part: path, note: text}")
+    digest = plan.get("sha256")
+    _require(isinstance(digest, str) and _SHA256_RE.fullmatch(digest) is not None,
+             "'extra.strip.sha256' must be 64 lower-case hex digits")
 
 
 def worst_action(actions: list[str]) -> str:

@@ -39,6 +39,7 @@ from workers.filetype import ARCHIVE_TYPES, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner, check_outcome, show_name
 from workers.scanners.filerules import RULE_DEFAULTS, FileRules
+from workers.strip import locate, pinned
 
 MiB = 2**20
 _RATIO_FLOOR = MiB          # small members may compress steeply (zero padding); ignore them
@@ -86,13 +87,20 @@ class ArchivesScanner(Scanner):
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
         walk = _Walk(self.rules, self.options)
+        findings: list[Finding] = []
         for part in msg.parts:
             if archive_kind(part.payload) is None:
                 continue
             label = show_name(part.filenames[0]) if part.filenames else f"part {part.path}"
+            before = len(walk.findings)
             walk.top(part.payload, label, part.filenames[0] if part.filenames else "")
-        return [self.finding(action, detail)
-                for action, detail in dict.fromkeys(walk.findings) if action != "clean"]
+            new = [(a, d) for a, d in walk.findings[before:] if a != "clean"]
+            if new:
+                # Pinned to the archive's part, so that a `strip` policy can remove it.
+                paths = locate(msg.raw, part.payload)
+                for action, detail in new:
+                    findings += pinned(self.finding(action, detail), paths)
+        return list(dict.fromkeys(findings))
 
 
 class _Walk:

@@ -14,6 +14,7 @@ from shared.contract import Finding
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner, show_name
 from workers.scanners.filerules import RULE_DEFAULTS, FileRules
+from workers.strip import locate, pinned
 
 
 class AttachmentsScanner(Scanner):
@@ -25,8 +26,9 @@ class AttachmentsScanner(Scanner):
         self.rules = FileRules.from_options(self.name, self.options)
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
-        details: list[str] = []
+        findings: list[Finding] = []
         for part in msg.parts:
+            details = []
             for filename in part.filenames:
                 rule = self.rules.check_name(filename)
                 if rule:
@@ -35,4 +37,9 @@ class AttachmentsScanner(Scanner):
             if rule:
                 label = show_name(part.filenames[0]) if part.filenames else f"part {part.path}"
                 details.append(f"{rule}: {label}")
-        return [self.finding("blocked", d) for d in dict.fromkeys(details)]
+            if details:
+                # Pinned to the part, so that a `strip` policy can remove just that part.
+                paths = locate(msg.raw, part.payload)
+                for d in details:
+                    findings += pinned(self.finding("blocked", d), paths)
+        return list(dict.fromkeys(findings))

@@ -29,6 +29,7 @@ from workers.clamdclient import (
 )
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner
+from workers.strip import payloads
 
 log = logging.getLogger("holdscan.clamav")
 
@@ -90,7 +91,31 @@ class ClamavScanner(Scanner):
                 return [self.finding("error", f"clamd unavailable: {e}")]
             if signature:
                 findings.append(self.finding("infected", signature))
+        if any(f.action == "infected" for f in findings):
+            findings = self._pin_to_parts(msg, findings)
         return list(dict.fromkeys(findings))
+
+    def _pin_to_parts(self, msg: ParsedMessage, findings: list[Finding]) -> list[Finding]:
+        """Which parts carry the signatures found in the whole message.
+
+        Only for infected mail (rare), one INSTREAM per part: a `strip` policy
+        needs to know what to remove. A signature found in the message and in
+        no single part stays a finding about the whole message, which cannot
+        be stripped.
+        """
+        pinned: list[Finding] = []
+        for path, payload in payloads(msg.raw):
+            try:
+                signature = self.pool.scan(payload)
+            except (ClamdTooLarge, ClamdReplyError, ClamdUnavailable) as e:
+                log.info("cannot scan part %s alone: %s", path, e)
+                continue
+            if signature:
+                pinned.append(Finding(self.name, "infected", signature, path))
+        found_in_parts = {f.detail for f in pinned}
+        rest = [f for f in findings
+                if not (f.action == "infected" and f.detail in found_in_parts)]
+        return rest + pinned
 
     def close(self) -> None:
         self.pool.close()
