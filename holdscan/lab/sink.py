@@ -13,6 +13,7 @@ import email.policy
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ class Delivery:
 class Sink:
     def __init__(self, port: int, directory: str | os.PathLike[str] | None = None) -> None:
         self.port = port
+        self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="holdscan-sink-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -72,6 +74,8 @@ class Sink:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Sink:
         return self.start()
@@ -104,6 +108,12 @@ class Sink:
 
 def _serve(port: int, directory: Path) -> None:
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    # RFC 5321's 1000-octet lines are what a sink may refuse; this one must accept what
+    # Postfix relays unchanged (smtp_line_length_limit = 0), so that long lines can be
+    # compared byte for byte.
+    SMTP.line_length_limit = 1 << 24
 
     counter = itertools.count(1)
     lock = threading.Lock()
