@@ -2,7 +2,9 @@
 
 Adding a scanner is one new module with a Scanner subclass (see base.py) and
 one line in SCANNERS. Its `[scanners.NAME]` table in the configuration goes to
-its __init__; every table may say `enabled = true/false`.
+its __init__; every table may say `enabled = true/false`. A scanner that
+needs a service only the operator can name (spam: which daemon) is off by
+default and turned on by its table alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from workers.scanners.attachments import AttachmentsScanner
 from workers.scanners.base import Scanner
 from workers.scanners.clamav import ClamavScanner
 from workers.scanners.mime import MimeScanner
+from workers.scanners.spam import SpamScanner
 
 # In the order they run (the verdict does not depend on it).
 SCANNERS: dict[str, type[Scanner]] = {
@@ -20,13 +23,15 @@ SCANNERS: dict[str, type[Scanner]] = {
     "attachments": AttachmentsScanner,
     "archives": ArchivesScanner,
     "clamav": ClamavScanner,
-    # "spam": SpamScanner,   # rspamd / spamd; off by default, returns "spam" findings
-    #                        # and puts its score and symbols in Verdict.extra
+    "spam": SpamScanner,
 }
 
 ENABLED_BY_DEFAULT = frozenset({"mime", "attachments", "archives", "clamav"})
+# Enabled when their [scanners.NAME] table exists, unless it says enabled = false.
+ENABLED_WHEN_CONFIGURED = frozenset({"spam"})
 
-__all__ = ["ENABLED_BY_DEFAULT", "SCANNERS", "Scanner", "build_scanners"]
+__all__ = ["ENABLED_BY_DEFAULT", "ENABLED_WHEN_CONFIGURED", "SCANNERS", "Scanner",
+           "build_scanners"]
 
 
 def build_scanners(cfg: Config) -> list[Scanner]:
@@ -38,7 +43,8 @@ def build_scanners(cfg: Config) -> list[Scanner]:
     scanners: list[Scanner] = []
     for name, cls in SCANNERS.items():
         table = dict(cfg.scanners.get(name, {}))
-        enabled = table.pop("enabled", name in ENABLED_BY_DEFAULT)
+        enabled = table.pop("enabled", name in ENABLED_BY_DEFAULT or (
+            name in ENABLED_WHEN_CONFIGURED and name in cfg.scanners))
         if not isinstance(enabled, bool):
             raise ConfigError(f"[scanners.{name}]: enabled must be true or false, got {enabled!r}")
         if enabled:
