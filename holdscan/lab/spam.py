@@ -277,7 +277,7 @@ options {{
     lua = "$RULESDIR/rspamd.lua";
     dns {{
         nameserver = ["127.0.0.1:9"];
-        timeout = 0.2s;
+        timeout = 0.1s;
         retransmits = 1;
     }}
 }}
