@@ -201,8 +201,9 @@ def test_message_over_max_size_is_skipped_with_a_clean_finding(daemon: Daemon) -
 
 
 def test_daemon_down_is_an_error_and_back_works_without_a_new_scanner(daemon: Daemon) -> None:
-    scanner = spam_scanner(daemon)
-    skipping = spam_scanner(daemon, on_error="skip")
+    retry_after = 0.2
+    scanner = spam_scanner(daemon, retry_after=retry_after)
+    skipping = spam_scanner(daemon, on_error="skip", retry_after=retry_after)
     assert verdict_of(spam_message(), scanner).action == "spam"
     daemon.stop()
     try:
@@ -221,6 +222,7 @@ def test_daemon_down_is_an_error_and_back_works_without_a_new_scanner(daemon: Da
         assert skipped.findings[0].detail.startswith(f"not scored: {kind(daemon)} unavailable")
     finally:
         daemon.start()
+    time.sleep(retry_after)
     assert verdict_of(spam_message(), scanner).action == "spam"
     assert verdict_of(spam_message(), skipping).action == "spam"
 
@@ -240,6 +242,28 @@ def test_a_daemon_that_never_answers_times_out_as_an_error(url: str) -> None:
     assert verdict.action == "error"
     assert verdict.findings[0].detail.endswith("timed out")
     assert 0.4 < elapsed < 1.5
+
+
+def test_a_hung_daemon_is_not_asked_again_for_retry_after() -> None:
+    # Otherwise every message of a batch would wait the full timeout, and the
+    # batch would run into the Celery task's time limit.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        scanner = SpamScanner({"url": f"spamd://127.0.0.1:{silent.getsockname()[1]}",
+                               "timeout": 0.3, "retry_after": 0.6})
+        first = verdict_of(spam_message(), scanner)
+        started = time.monotonic()
+        second = verdict_of(spam_message(), scanner)
+        assert time.monotonic() - started < 0.1
+        time.sleep(0.6)
+        started = time.monotonic()
+        third = verdict_of(spam_message(), scanner)
+        assert time.monotonic() - started >= 0.3, "after retry_after it is asked again"
+    assert first.findings[0].detail.endswith("timed out")
+    assert second.action == "error"
+    assert second.findings[0].detail.endswith("timed out (not asked again for 0.6s)")
+    assert third.findings[0].detail.endswith(": timed out")
 
 
 def test_a_wrong_answer_is_an_error(spamd: SpamdServer, rspamd: RspamdServer) -> None:

@@ -17,11 +17,16 @@ too: spam is small, and scoring a 20 MB attachment costs seconds): a clean
 finding says so, and no spam headers are added. No answer from the daemon is
 an `error` finding, so the message waits in hold and is scanned again; with
 on_error = "skip" it is a clean finding instead and the mail flows unscored.
+A daemon that did not answer is not asked again for retry_after seconds: the
+messages in between get that outcome at once, where a hung daemon would
+otherwise cost each one the full timeout, and a batch of them the task's
+time limit.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, ClassVar
 
 from shared.config import ConfigError
@@ -33,6 +38,7 @@ from workers.spamclient import (
     SpamClient,
     SpamError,
     SpamReplyError,
+    SpamUnavailable,
     spam_client,
 )
 
@@ -60,6 +66,7 @@ class SpamScanner(Scanner):
         "high_threshold": 0.0,      # 0: 15.0
         "max_size": 512000,         # bytes; larger messages are not scored; 0: no limit
         "on_error": "error",        # or "skip": deliver unscored when the daemon fails
+        "retry_after": 10.0,        # seconds a daemon that did not answer is not asked
     }
 
     def __init__(self, options: dict[str, Any]) -> None:
@@ -85,6 +92,9 @@ class SpamScanner(Scanner):
         if self.high_threshold < self.threshold:
             raise ConfigError(f"[scanners.spam] high_threshold ({self.high_threshold:g}) must "
                               f"not be below threshold ({self.threshold:g})")
+        # Per worker process: when the daemon last failed to answer, and why.
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def scan(self, msg: ParsedMessage) -> ScanResult:
         return self.check(msg, None)
@@ -98,16 +108,20 @@ class SpamScanner(Scanner):
         if limit and size > limit:
             return ScanResult([self.finding(
                 "clean", f"not scored: {size} bytes is over max_size {limit}")])
+        queue_id = envelope.queue_id if envelope else "-"
+        if time.monotonic() < self._down_until:
+            return self._failed(f"{self.client.kind} unavailable: {self._down_reason} "
+                                f"(not asked again for {self.options['retry_after']:g}s)")
         try:
             report = self.client.check(msg.raw, envelope)
         except SpamError as e:
             what = "error" if isinstance(e, SpamReplyError) else "unavailable"
             detail = f"{self.client.kind} {what}: {e}"
-            queue_id = envelope.queue_id if envelope else "-"
             log.warning("%s: no spam score: %s", queue_id, detail)
-            if self.options["on_error"] == "skip":
-                return ScanResult([self.finding("clean", f"not scored: {detail}")])
-            return ScanResult([self.finding("error", detail)])
+            if isinstance(e, SpamUnavailable):
+                self._down_until = time.monotonic() + self.options["retry_after"]
+                self._down_reason = str(e)
+            return self._failed(detail)
 
         score, spam = report.score, report.score >= self.threshold
         high = report.score >= self.high_threshold
@@ -126,3 +140,8 @@ class SpamScanner(Scanner):
             headers={"Spam-Score": shown,
                      "Spam-Status": f"{'Yes' if spam else 'No'}, score={shown} "
                                     f"required={required}"})
+
+    def _failed(self, detail: str) -> ScanResult:
+        if self.options["on_error"] == "skip":
+            return ScanResult([self.finding("clean", f"not scored: {detail}")])
+        return ScanResult([self.finding("error", detail)])
