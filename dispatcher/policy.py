@@ -6,6 +6,7 @@ The `[policy]` table of the configuration:
     infected = "quarantine"
     blocked = "quarantine"
     spam = "deliver-tagged"
+    # spam_high = "quarantine"      # high-scoring spam; unset: whatever spam gets
     unscannable = "quarantine"
     error = "quarantine"            # no verdict after dispatcher.max_attempts
 
@@ -41,7 +42,7 @@ from typing import Any
 
 from shared.config import Config, ConfigError
 
-VERDICTS = ("infected", "blocked", "spam", "unscannable", "error")
+VERDICTS = ("infected", "blocked", "spam", "spam_high", "unscannable", "error")
 ACTIONS = ("deliver", "deliver-tagged", "strip", "quarantine", "discard", "hold")
 
 # Which action each verdict may take, and why the others make no sense.
@@ -49,6 +50,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "infected": ("deliver", "deliver-tagged", "strip", "quarantine", "discard"),
     "blocked": ("deliver", "deliver-tagged", "strip", "quarantine", "discard"),
     "spam": ("deliver", "deliver-tagged", "quarantine", "discard"),
+    "spam_high": ("deliver", "deliver-tagged", "quarantine", "discard"),
     "unscannable": ("deliver", "deliver-tagged", "quarantine", "discard"),
     "error": ("deliver", "deliver-tagged", "quarantine", "discard", "hold"),
 }
@@ -58,13 +60,15 @@ _WHY_NOT = {
     "hold": "hold (leave it in the hold queue for a human) is for error only",
 }
 
-# Today's behaviour, and the defaults of [policy].
+# Today's behaviour, and the defaults of [policy]. spam_high has none of its own:
+# unless it is set somewhere, high-scoring spam gets what spam gets.
 DEFAULTS = {"infected": "quarantine", "blocked": "quarantine", "spam": "deliver-tagged",
             "unscannable": "quarantine", "error": "quarantine"}
 
 # The Subject prefix of deliver-tagged, unless [headers] subject_tags sets one.
 DEFAULT_SUBJECT_TAGS = {"infected": "[VIRUS]", "blocked": "[BLOCKED]", "spam": "[SPAM]",
-                        "unscannable": "[UNSCANNED]", "error": "[UNSCANNED]"}
+                        "spam_high": "[SPAM]", "unscannable": "[UNSCANNED]",
+                        "error": "[UNSCANNED]"}
 
 _RULE_KEYS = ("name", "senders", "recipients", *VERDICTS)
 _BAD_DOMAIN_CHARS = set(" \t\r\n*?<>,;@()[]\\\"'")
@@ -303,6 +307,9 @@ class Policy:
         for rule in self.rules:
             if verdict in rule.actions and rule.matches(sender, recipient):
                 return Decision(verdict, rule.actions[verdict], rule)
+        if verdict not in self.default:         # spam_high set nowhere: as spam
+            d = self.decide(sender, recipient, "spam")
+            return Decision(verdict, d.action, d.rule)
         return Decision(verdict, self.default[verdict], None)
 
     def groups(self, sender: str, recipients: list[str], verdict: str) -> list[Group]:
@@ -338,12 +345,20 @@ class Policy:
         return out
 
     def describe(self) -> str:
-        d = ", ".join(f"{v} {self.default[v]}" for v in VERDICTS)
+        d = ", ".join(f"{v} {self.default[v]}" for v in VERDICTS if v in self.default)
         return f"{len(self.rules)} rule(s); default: {d}"
+
+
+def policy_verdict(action: str, extra: dict[str, Any]) -> str:
+    """The policy key for a verdict: its action, or spam_high for high-scoring spam."""
+    if action == "spam" and extra.get("spam_high") is True:
+        return "spam_high"
+    return action
 
 
 def subject_tag(subject_tags: dict[str, str], verdict: str) -> str:
     """The Subject prefix deliver-tagged adds: [headers] subject_tags, else the built-in one."""
-    if verdict in subject_tags:
-        return subject_tags[verdict]
+    for key in (verdict, "spam") if verdict == "spam_high" else (verdict,):
+        if key in subject_tags:
+            return subject_tags[key]
     return DEFAULT_SUBJECT_TAGS.get(verdict, "")

@@ -170,5 +170,21 @@ def test_explain_lists_every_verdict_with_its_source() -> None:
     assert got == [("infected", "strip", "rule #2 (example.com strips)"),
                    ("blocked", "strip", "rule #2 (example.com strips)"),
                    ("spam", "deliver", "rule #1 (the boss)"),
+                   ("spam_high", "deliver", "rule #1 (the boss)"),
                    ("unscannable", "quarantine", "default"),
                    ("error", "quarantine", "default")]
+
+
+def test_high_scoring_spam_follows_spam_unless_set() -> None:
+    p = policy(RULES + """
+[[policy.rules]]
+recipients = ["careful@example.net"]
+spam_high = "discard"
+""")
+    assert p.decide("x@o.test", "boss@example.com", "spam_high").action == "deliver"
+    assert p.decide("x@o.test", "a@example.net", "spam_high").action == "quarantine"
+    assert p.decide("x@o.test", "careful@example.net", "spam_high").action == "discard"
+    p = policy('[policy]\nspam_high = "quarantine"\n' + RULES.replace("[policy]\n", ""))
+    # Set in the default: that default wins over a rule that only sets spam.
+    assert p.decide("x@o.test", "boss@example.com", "spam_high").action == "quarantine"
+    assert p.decide("x@o.test", "boss@example.com", "spam").action == "deliver"
