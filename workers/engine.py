@@ -15,6 +15,10 @@ drops a late duplicate, so the message is still handled once.
 
 A scanner may return more than findings (a ScanResult): its `extra` goes into
 Verdict.extra, its `headers` become header edits under the configured prefix.
+
+Infected or blocked mail whose findings all name MIME parts is scanned once
+more without those parts; if that is clean, Verdict.extra["strip"] tells a
+`strip` policy which parts it may remove (workers/strip.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from shared.config import HeadersConfig
 from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_action
+from workers import strip
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner, ScanResult
 
@@ -35,7 +40,7 @@ _MAX_STATUS = 300           # keeps the header line well below SMTP's 998
 
 
 def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
-                 headers: HeadersConfig, worker_name: str) -> Verdict:
+                 headers: HeadersConfig, worker_name: str, plan_strip: bool = True) -> Verdict:
     times: dict[str, float] = {}
     started = time.perf_counter()
     limits = next((s.parse_limits for s in scanners if s.parse_limits is not None), None)
@@ -72,6 +77,14 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         log.info("%s: MIME: %s", request.queue_id, problem)
     log.info("%s: %s %s", request.queue_id, action,
              "; ".join(f"{f.scanner}: {f.detail}" for f in findings if f.action != "clean"))
+    if plan_strip and action in strip.STRIPPABLE:
+        # May a `strip` policy remove the bad parts? Only if the rest scans clean.
+        t = time.perf_counter()
+        plan = strip.plan(raw, action, findings, lambda data: scan_message(
+            data, request, scanners, headers, worker_name, plan_strip=False).action)
+        times["strip"] = time.perf_counter() - t
+        if plan:
+            extra["strip"] = plan
     return Verdict(queue_id=request.queue_id, attempt=request.attempt, action=action,
                    findings=findings,
                    header_edits=header_edits(action, findings, headers, raw, scanner_headers),
