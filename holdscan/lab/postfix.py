@@ -6,6 +6,11 @@ by SMTP (header_checks `/^Received:/ HOLD`) and relays to a sink on another
 loopback port. Postfix insists that a non-default config directory be listed
 in the default instance's `alternate_config_directories`; we add ours there
 for the instance's lifetime and take it out again.
+
+hold=True holds everything cleanup sees, sendmail submissions included;
+hold="smtpd" puts the HOLD rule on the public smtpd's own cleanup service
+only, as deploy/postfix/*.snippet set it up, so that mail submitted with
+sendmail (holdscan's notices) is not held; hold=False holds nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class PostfixInstance:
         sink_port: int,
         *,
         base: str | os.PathLike[str] | None = None,
-        hold: bool = True,
+        hold: bool | str = True,
         long_queue_ids: bool = False,
         hash_queue_names: str | None = None,
         hash_queue_depth: int | None = None,
@@ -136,17 +141,26 @@ class PostfixInstance:
         shutil.chown(self.data_dir, "postfix", "postfix")
         (self.config_dir / "main.cf").write_text(
             "".join(f"{k} = {v}\n" for k, v in self.settings.items()))
-        (self.config_dir / "header_checks").write_text("/^Received:/ HOLD\n" if self.hold else "")
+        hold_all = self.hold is True
+        (self.config_dir / "header_checks").write_text("/^Received:/ HOLD\n" if hold_all else "")
+        if self.hold == "smtpd":
+            (self.config_dir / "holdscan_hold_checks").write_text("/^Received:/ HOLD\n")
         lines = []
         for line in Path("/etc/postfix/master.cf").read_text().splitlines():
             fields = line.split()
             if fields and not line[0].isspace() and not line.startswith("#") and len(fields) >= 8:
-                if fields[0] == "smtp" and fields[1] == "inet":
+                smtpd = fields[0] == "smtp" and fields[1] == "inet"
+                if smtpd:
                     fields[0] = f"127.0.0.1:{self.port}"
                 # No chroot: the private queue directory has no copy of /etc.
                 fields[4] = "n"
                 line = " ".join(fields)
+                if smtpd and self.hold == "smtpd":
+                    line += "\n  -o cleanup_service_name=holdscan-cleanup"
             lines.append(line)
+        if self.hold == "smtpd":
+            lines += ["holdscan-cleanup unix n - n - 0 cleanup",
+                      f"  -o header_checks=regexp:{self.config_dir}/holdscan_hold_checks"]
         (self.config_dir / "master.cf").write_text("\n".join(lines) + "\n")
 
     def start(self) -> PostfixInstance:
