@@ -39,7 +39,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 @dataclass
 class Entry:
-    kind: str                 # "rewrite" or "quarantine"
+    kind: str                 # "rewrite", "quarantine" or "split" (rewrite + quarantine)
     original: str             # the hold queue ID being replaced
     inode: int                # its inode, so we never remove a different file of the same name
     new_ids: list[str] = field(default_factory=list)   # rewrite: files in the temp dir

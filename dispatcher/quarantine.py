@@ -1,15 +1,63 @@
 """The quarantine store: one directory per stopped message, as written by Spool.quarantine.
 
 QUARANTINE/<id>/queuefile   the queue file exactly as Postfix wrote it
-QUARANTINE/<id>/meta.json   envelope, verdict, reason, time
+QUARANTINE/<id>/meta.json   envelope, verdict, reason, time; after a release
+                            also released_at, released_as, released_to
+
+Managing it (`holdscan quarantine ...`) takes QUARANTINE/.lock, so two
+commands, or a command and the dispatcher's daily expiry, never work on the
+store at once. Each change has one commit point, so a crash anywhere leaves
+something `recover()` (run first by release, delete and expire, and by the
+dispatcher at start) finishes or undoes:
+
+    release  write the new queue file inside the entry (named from its inode,
+             fsync'd, then 0700)       crash: an uncommitted file; recover removes it
+             commit: meta.json gets released_as = its queue ID (atomic rename)
+                                       crash: recover moves the file into incoming
+             rename it into incoming, wake qmgr
+    delete   rename the entry to .deleted-<id> (the commit)
+                                       crash: recover removes the rest
+             remove it
+
+A second release of the same entry finds released_as and does nothing, so a
+release repeated after a crash delivers the message once. The released file
+is a new queue file in Postfix's incoming queue: it is never held, and so
+never scanned again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dispatcher import queuefile
+from dispatcher.crashpoints import crashpoint
+from dispatcher.journal import fsync_dir
+from dispatcher.spool import Spool
+
+log = logging.getLogger("holdscan.quarantine")
+
+LOCK = ".lock"
+_DELETED = ".deleted-"
+_KEEP = frozenset({"queuefile", "meta.json"})
+_ID_RE = re.compile(r"[0-9A-Za-z]+-[0-9]+")
+_DURATION_RE = re.compile(r"([0-9]+)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class QuarantineError(ValueError):
+    """A quarantine command cannot do what was asked; the message says why, in one line."""
 
 
 @dataclass
@@ -18,13 +66,18 @@ class QuarantineEntry:
     path: Path
     meta: dict[str, Any]
 
+    @property
+    def time(self) -> float:
+        t = self.meta.get("time", 0)
+        return float(t) if isinstance(t, (int, float)) else 0.0
+
     def summary(self) -> dict[str, Any]:
         m = self.meta
         return {
             "id": self.id, "queue_id": m.get("queue_id", ""), "sender": m.get("sender", ""),
             "recipients": m.get("recipients", []), "verdict": m.get("action", ""),
             "reason": m.get("reason", ""), "time": m.get("time", 0),
-            "subject": m.get("subject", ""),
+            "subject": m.get("subject", ""), "released_as": m.get("released_as", ""),
         }
 
 
@@ -35,10 +88,239 @@ def entries(directory: Path) -> list[QuarantineEntry]:
     for p in directory.iterdir():
         if p.name.startswith(".") or not p.is_dir():
             continue     # .tmp-* are entries being written; recovery removes leftovers
-        try:
-            meta = json.loads((p / "meta.json").read_text())
-        except (FileNotFoundError, ValueError):
-            meta = {"reason": "meta.json missing or unreadable"}
-        out.append(QuarantineEntry(p.name, p, meta))
-    out.sort(key=lambda e: e.meta.get("time", 0))
+        out.append(_entry(p))
+    out.sort(key=lambda e: e.time)
     return out
+
+
+def _entry(p: Path) -> QuarantineEntry:
+    try:
+        meta = json.loads((p / "meta.json").read_text())
+    except (FileNotFoundError, ValueError):
+        meta = {"reason": "meta.json missing or unreadable"}
+    return QuarantineEntry(p.name, p, meta)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`--since`: a duration back from now (30m, 12h, 7d, 2w) or a date (2024-05-01[T12:00],
+    UTC unless it says otherwise). Returns seconds since the epoch."""
+    now = time.time() if now is None else now
+    m = _DURATION_RE.fullmatch(text.strip())
+    if m:
+        return now - int(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise QuarantineError(f"--since {text!r}: give a duration (30m, 12h, 7d, 2w) or a "
+                              "date (2024-05-01 or 2024-05-01T12:00)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class Release:
+    entry_id: str
+    new_queue_id: str
+    recipients: list[str]
+    already: bool           # released earlier; nothing done now
+    released_at: float
+
+
+class QuarantineStore:
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.dir = spool.quarantine_dir
+
+    # -- locking and reading ------------------------------------------------------------------
+    @contextmanager
+    def locked(self, wait: bool = True) -> Iterator[bool]:
+        """Hold the store's lock. With wait=False, yields False instead of waiting."""
+        path = self.dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, *self.spool.owner)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def entries(self, since: float | None = None, reason: str = "") -> list[QuarantineEntry]:
+        """Entries, oldest first; since: stored at or after; reason: in the reason or verdict."""
+        want = reason.lower()
+        return [e for e in entries(self.dir)
+                if (since is None or e.time >= since)
+                and (not want or want in str(e.meta.get("reason", "")).lower()
+                     or want == str(e.meta.get("action", "")).lower())]
+
+    def get(self, entry_id: str) -> QuarantineEntry:
+        if not _ID_RE.fullmatch(entry_id):
+            raise QuarantineError(f"{entry_id!r} is not a quarantine ID (QUEUEID-NUMBER, as "
+                                  "`holdscan quarantine list` shows)")
+        p = self.dir / entry_id
+        if not (p / "queuefile").is_file():
+            raise QuarantineError(f"no quarantine entry {entry_id} in {self.dir}")
+        return _entry(p)
+
+    def show(self, entry_id: str) -> dict[str, Any]:
+        """Everything about an entry: its metadata, envelope and message headers."""
+        e = self.get(entry_id)
+        qf = queuefile.parse((e.path / "queuefile").read_bytes())
+        header = qf.content[:qf.header_end()]
+        return {**e.summary(), "meta": e.meta, "envelope": {
+            "sender": qf.sender,
+            "recipients": [r.address for r in qf.recipients if not r.done],
+            "done": [r.address for r in qf.recipients if r.done],
+            "arrival_time": qf.arrival_time},
+            "headers": [line.decode("utf-8", "replace") for line in header]}
+
+    # -- release ---------------------------------------------------------------------------
+    def release(self, entry_id: str, to: str = "") -> Release:
+        """Put the original back into Postfix's incoming queue as a new queue file.
+
+        Its recipients: those it was quarantined for (a split message's other
+        recipients already had their copies), or only `to`. Released once:
+        a second call reports the first release.
+        """
+        if to and (not re.fullmatch(r"[^\s<>,;@]+@[^\s<>,;@]+", to)):
+            raise QuarantineError(f"--to {to!r}: give one address, like user@example.com")
+        with self.locked():
+            self._recover()
+            e = self.get(entry_id)
+            if e.meta.get("released_as"):
+                return Release(e.id, str(e.meta["released_as"]),
+                               list(e.meta.get("released_to", [])), True,
+                               float(e.meta.get("released_at", 0)))
+            qf = queuefile.parse((e.path / "queuefile").read_bytes())
+            if to:
+                qf = qf.with_recipients(lambda r: False).with_recipient_added(to)
+                recipients = [to]
+            else:
+                wanted = e.meta.get("recipients")
+                keep = set(wanted) if isinstance(wanted, list) and wanted else None
+                qf = qf.with_recipients(
+                    lambda r: not r.done and (keep is None or r.address in keep))
+                recipients = [r.address for r in qf.recipients]
+                if not recipients:
+                    raise QuarantineError(f"{entry_id} has no recipient left to release to; "
+                                          "give one with --to ADDRESS")
+            now = time.time()
+            # Expiry counts from create_time: a message released after days in the
+            # quarantine gets Postfix's whole queue lifetime, not what was left of it.
+            qf = qf.with_attribute("create_time", str(int(now)))
+            data = queuefile.serialize(qf, self.spool.settings.line_length_limit)
+            new_id = self.spool.write_new_file(data, directory=e.path)
+            fsync_dir(e.path)
+            crashpoint("qrelease.before_commit")
+            self._write_meta(e, {**e.meta, "released_at": now, "released_as": new_id,
+                                 "released_to": recipients,
+                                 "released_by": _who()})
+            crashpoint("qrelease.after_commit")
+            self._into_incoming(e.path / new_id)
+            crashpoint("qrelease.after_move")
+        log.info("released %s as %s to %s", entry_id, new_id, ", ".join(recipients))
+        return Release(entry_id, new_id, recipients, False, now)
+
+    def _into_incoming(self, src: Path) -> None:
+        self.spool.enter_incoming(src)
+        self.spool.wake_qmgr()
+
+    # -- delete and expire ---------------------------------------------------------------------
+    def delete(self, entry_id: str) -> None:
+        with self.locked():
+            self._recover()
+            self._delete(self.get(entry_id))
+
+    def _delete(self, e: QuarantineEntry) -> None:
+        # A committed release still waiting in the entry goes out first: it was promised.
+        self._recover_entry(e.path)
+        gone = self.dir / f"{_DELETED}{e.id}"
+        os.rename(e.path, gone)
+        fsync_dir(self.dir)
+        crashpoint("qdelete.after_rename")
+        shutil.rmtree(gone)
+        fsync_dir(self.dir)
+        log.info("deleted quarantine entry %s", e.id)
+
+    def expire(self, days: int, now: float | None = None, wait: bool = True) -> list[str]:
+        """Delete entries stored more than `days` days ago. Returns their IDs."""
+        cutoff = (time.time() if now is None else now) - days * 86400
+        gone: list[str] = []
+        with self.locked(wait) as got:
+            if not got:
+                return gone
+            self._recover()
+            for e in entries(self.dir):
+                if e.time < cutoff:
+                    self._delete(e)
+                    gone.append(e.id)
+        return gone
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self, wait: bool = True) -> list[str]:
+        """Finish or undo what an interrupted release or delete left. Returns what it did."""
+        if not self.dir.is_dir():
+            return []
+        with self.locked(wait) as got:
+            return self._recover() if got else []
+
+    def _recover(self) -> list[str]:
+        done: list[str] = []
+        for p in self.dir.iterdir():
+            if p.name.startswith(_DELETED) and p.is_dir():
+                shutil.rmtree(p)
+                done.append(f"removed {p.name}")
+            elif not p.name.startswith(".") and p.is_dir():
+                done += self._recover_entry(p)
+        return done
+
+    def _recover_entry(self, path: Path) -> list[str]:
+        done = []
+        meta = _entry(path).meta
+        released_as = meta.get("released_as", "")
+        for f in path.iterdir():
+            if f.name in _KEEP:
+                continue
+            if f.name == released_as:
+                self._into_incoming(f)
+                done.append(f"released {path.name} as {f.name}")
+                log.info("recovered: %s moved into incoming (release of %s)", f.name, path.name)
+            else:
+                f.unlink()          # a release or meta update that never committed
+                done.append(f"removed {path.name}/{f.name}")
+        return done
+
+    def _write_meta(self, e: QuarantineEntry, meta: dict[str, Any]) -> None:
+        tmp = e.path / ".meta.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(meta, indent=1).encode())
+            if os.geteuid() == 0:
+                os.fchown(fd, *self.spool.owner)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, e.path / "meta.json")
+        fsync_dir(e.path)
+        e.meta = meta
+
+
+def _who() -> str:
+    try:
+        import pwd
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def format_time(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+__all__ = ["QuarantineEntry", "QuarantineError", "QuarantineStore", "Release", "entries",
+           "format_time", "parse_since"]

@@ -735,6 +735,41 @@ class QueueFile:
         return QueueFile(fields, envelope, list(self.content), extracted,
                          self._raw_content)
 
+    def with_recipient_added(self, address: str) -> QueueFile:
+        """Return a copy with one more recipient: an R record at the end of the envelope.
+
+        The recipient count in the C record (field 3) goes up by one.
+        """
+        data = _encode(address)
+        if not data or b"\n" in data or b"\0" in data:
+            raise ValueError(f"{address!r} is not a recipient address")
+        fields = list(self.size_fields)
+        if len(fields) > 2:
+            fields[2] += 1
+        return QueueFile(fields, list(self.envelope) + [Record("R", data)],
+                         list(self.content), list(self.extracted), self._raw_content)
+
+    def with_attribute(self, name: str, value: str) -> QueueFile:
+        """Return a copy whose envelope attribute `name` is `value`.
+
+        The first A record of that name (or its pseudo record, e.g. c for
+        create_time) is replaced in place; without one, an A record is added
+        at the end of the envelope.
+        """
+        envelope = list(self.envelope)
+        pseudo = {v: k for k, v in _PSEUDO_NAMES.items()}.get(name)
+        for i, r in enumerate(envelope):
+            split = _split_attr(r.data) if r.type == "A" else None
+            if (split is not None and _decode(split[0]) == name) or \
+                    (pseudo is not None and r.type == chr(pseudo)):
+                envelope[i] = Record(r.type, _encode(value) if r.type != "A"
+                                     else _encode(f"{name}={value}"))
+                break
+        else:
+            envelope.append(Record("A", _encode(f"{name}={value}")))
+        return QueueFile(list(self.size_fields), envelope, list(self.content),
+                         list(self.extracted), self._raw_content)
+
 
 def _header_names(header: list[bytes]) -> Iterator[bytes | None]:
     """The lower-case field name each header line belongs to (continuations too)."""

@@ -6,7 +6,7 @@ truth throughout: a message is in flight only while we hold its flock, and
 whatever happens to the broker, the workers or this process, the message is
 still in hold until a verdict has been applied by a spool operation.
 
-    verdict      what happens                                   spool operation
+    verdict      what happens (by default)                      spool operation
     clean        delivered as is, or with the status header     release / rewrite
     spam         delivered with its tags                        rewrite
     infected     stored aside                                   quarantine
@@ -15,7 +15,17 @@ still in hold until a verdict has been applied by a spool operation.
     error        stays in hold, tried again with backoff        (none)
     none in time sent again; after max_attempts sends without
                  a verdict (a message that kills workers) the
-                 on_max_attempts policy                         quarantine / leave
+                 policy's `error` action                        quarantine / leave
+
+[policy] (dispatcher/policy.py) may choose another action per verdict and
+recipient: deliver (with the status header), deliver-tagged (and a Subject
+tag), strip (delivered without the parts the worker found bad, only if the
+worker scanned that stripped message clean), quarantine, discard. When the
+recipients of one message get different actions, the message is split: one
+new queue file per delivered group with only its recipients, and the
+original in the quarantine for the quarantined group, all in one journaled
+rewrite (Spool.rewrite with a quarantine copy). Notices go out afterwards
+(dispatcher/notify.py).
 """
 
 from __future__ import annotations
@@ -37,17 +47,23 @@ from dispatcher.attempts import Attempts
 from dispatcher.crashpoints import crashpoint
 from dispatcher.journal import fsync_dir
 from dispatcher.metrics import Metrics
+from dispatcher.notify import Notice, Notifier
+from dispatcher.policy import Group, Policy, policy_verdict, subject_tag
+from dispatcher.quarantine import QuarantineStore
 from dispatcher.spool import Claim, Spool
 from dispatcher.status import Status
 from dispatcher.transport import TransportError
 from dispatcher.watcher import Watcher
+from shared import mimeparts
 from shared.config import Config
-from shared.contract import ContractError, ScanRequest, Verdict
+from shared.contract import ContractError, Finding, HeaderEdit, ScanRequest, Verdict
 from shared.logging import event
 
 log = logging.getLogger("holdscan.dispatcher")
 
-QUARANTINE_ACTIONS = ("infected", "blocked", "unscannable")
+# What a group of recipients gets, as the outcome logged and counted.
+OUTCOMES = {"deliver": "delivered", "deliver-tagged": "delivered", "strip": "stripped",
+            "quarantine": "quarantined", "discard": "discarded"}
 
 
 class Transport(Protocol):
@@ -87,6 +103,9 @@ class Dispatcher:
         self.id = dispatcher_id or socket.gethostname()
         self.once = once
         self.metrics = Metrics()
+        self.policy = Policy.from_config(cfg)
+        self.notifier = Notifier(cfg.notify, spool.settings.config_directory, spool.state_dir)
+        self.quarantine_store = QuarantineStore(spool)
         self.attempts = Attempts(spool.state_dir / "attempts.sqlite")
         self.status = Status(spool.state_dir / "status.json")
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -110,6 +129,8 @@ class Dispatcher:
             event(log, logging.INFO, "recovered after an unclean stop",
                   rolled_forward=len(report.rolled_forward),
                   orphans_removed=len(report.orphans_removed))
+        for what in self.quarantine_store.recover(wait=False):
+            event(log, logging.INFO, "quarantine recovered", what=what)
         if self.d.metrics_address:
             self.metrics.serve(self.d.metrics_address)
         self.transport.start(lambda vs: self.events.put(("verdicts", vs)),
@@ -124,6 +145,7 @@ class Dispatcher:
         total = len(self.candidates)
         next_rescan = time.monotonic() + self.d.rescan_interval
         next_housekeeping = 0.0
+        next_expiry = 0.0
         batch_started = 0.0
         try:
             while True:
@@ -147,6 +169,9 @@ class Dispatcher:
                 if now >= next_rescan:
                     self.rescan()
                     next_rescan = now + self.d.rescan_interval
+                if self.d.quarantine_days and now >= next_expiry and not self.once:
+                    self._expire_quarantine()
+                    next_expiry = now + 86400
                 if self.once:
                     self._progress(total)
                     if not self.candidates and not self.in_flight and not self.unsent:
@@ -218,6 +243,7 @@ class Dispatcher:
         self.transport.close()
         self._housekeeping()
         self.attempts.close()
+        self.notifier.close()
         event(log, logging.INFO, "dispatcher stopped")
 
     # -- finding and claiming -----------------------------------------------------------
@@ -333,16 +359,16 @@ class Dispatcher:
         qid = inf.claim.queue_id
         reason = f"no verdict after {attempts} attempts (a message that kills scanners?)"
         self.metrics.errors.labels("gave_up").inc()
-        if self.d.on_max_attempts == "quarantine":
-            qid_q = self.spool.quarantine(inf.claim, self._quarantine_meta(inf, None, reason))
-            event(log, logging.WARNING, "quarantined", queue_id=qid, reason=reason,
-                  quarantine_id=qid_q)
-            self._done(qid, "gave_up", "quarantined")
-        else:
-            event(log, logging.WARNING, "left in hold for a human", queue_id=qid, reason=reason)
-            self.unparseable.add((qid, inf.claim.inode))
-            inf.claim.close()
-            self._done(qid, "gave_up", "held", keep_attempts=True)
+        # The policy's `error` action decides, as if a worker had said so.
+        v = Verdict(queue_id=qid, attempt=attempts, action="error",
+                    findings=[Finding("dispatcher", "error", reason)],
+                    header_edits=self._status_edit(f"unscanned ({reason})"))
+        if self._carry_out(inf, v, gave_up=True):
+            self.spool.wake_qmgr()
+
+    def _status_edit(self, text: str) -> list[HeaderEdit]:
+        h = self.cfg.headers
+        return [HeaderEdit("replace", f"{h.prefix}-Status", text)] if h.add_status_header else []
 
     # -- verdicts -------------------------------------------------------------------------
     def _apply_all(self, raw_verdicts: list[Any]) -> None:
@@ -395,42 +421,165 @@ class Dispatcher:
             return False
         self._state_change("scanning", "up")
         self.errors_in_a_row.pop(qid, None)
-        if v.action in QUARANTINE_ACTIONS:
-            entry = self.spool.quarantine(inf.claim, self._quarantine_meta(inf, v, ""))
-            event(log, logging.INFO, "quarantined", queue_id=qid, action=v.action,
-                  reasons="; ".join(v.reasons), quarantine_id=entry)
-            self._done(qid, v.action, "quarantined")
-            return False
-        if v.header_edits:
-            new_ids = self.spool.rewrite(inf.claim, [self._edited(inf.qf, v)])
-            event(log, logging.INFO, "delivered with headers", queue_id=qid, action=v.action,
-                  new_queue_id=",".join(new_ids))
-            self._done(qid, v.action, "rewritten")
-            return True
-        self.spool.release(inf.claim, sync=False)
-        fsync_dir(self.spool.incoming_dir)
-        event(log, logging.INFO, "released", queue_id=qid, action=v.action)
-        self._done(qid, v.action, "released")
-        return True
+        return self._carry_out(inf, v)
 
-    def _edited(self, qf: queuefile.QueueFile, v: Verdict) -> bytes:
-        add = [(e.name, e.value) for e in v.header_edits if e.op == "add"]
-        replace = [(e.name, e.value) for e in v.header_edits if e.op == "replace"]
-        tags = [e.value for e in v.header_edits if e.op == "subject_tag"]
+    def _carry_out(self, inf: InFlight, v: Verdict, gave_up: bool = False) -> bool:
+        """Do what the policy says for each recipient. True if something went into incoming."""
+        qid = inf.claim.queue_id
+        verdict = policy_verdict(v.action, v.extra)
+        rcpts = [r.address for r in inf.qf.recipients if not r.done]
+        groups = self.policy.groups(inf.qf.sender, rcpts, verdict) or \
+            [Group("deliver", [], ["nothing left to deliver"])]
+        stripped = self._stripped(inf, v, groups)
+        if any(g.action == "hold" for g in groups):
+            event(log, logging.WARNING, "left in hold for a human", queue_id=qid,
+                  reason="; ".join(v.reasons))
+            self.unparseable.add((qid, inf.claim.inode))
+            inf.claim.close()
+            self._done(qid, v.action, "held", keep_attempts=True)
+            return False
+        action_name = "gave_up" if gave_up else v.action
+        delivered = [g for g in groups if g.action in ("deliver", "deliver-tagged", "strip")]
+        quarantined = next((g for g in groups if g.action == "quarantine"), None)
+        split = len(groups) > 1
+        edits = self._edits_for(groups[0].action, v)
+        if groups[0].action == "deliver" and not split and not edits:
+            self.spool.release(inf.claim, sync=False)
+            fsync_dir(self.spool.incoming_dir)
+            event(log, logging.INFO, "released", queue_id=qid, action=v.action)
+            self._done(qid, v.action, "released")
+            return True
+        meta = self._quarantine_meta(inf, v, gave_up, quarantined) if quarantined else None
+        if quarantined and not delivered and not split:
+            entry = self.spool.quarantine(inf.claim, meta or {})
+            new_ids: list[str] = []
+        else:
+            files = [self._file_for(inf, v, g, stripped, split) for g in delivered]
+            new_ids = self.spool.rewrite(inf.claim, files, quarantine=meta)
+            entry = self.spool.quarantine_id(inf.claim) if meta else ""
+        # One line tells the message's story: what each group of recipients got and why.
+        outcome = "split" if split else OUTCOMES[groups[0].action]
+        if outcome == "delivered":
+            outcome = "rewritten"       # a new file with the status header (and tag)
+        event(log, logging.INFO, {"rewritten": "delivered with headers"}.get(outcome, outcome),
+              queue_id=qid, action=action_name, reasons="; ".join(v.reasons),
+              new_queue_id=",".join(new_ids), quarantine_id=entry,
+              policy="; ".join(f"{g.action} {len(g.recipients)} ({', '.join(g.sources)})"
+                               for g in groups))
+        self._notify(inf, v, groups, entry, stripped)
+        self._done(qid, action_name, outcome)
+        return bool(new_ids)
+
+    def _stripped(self, inf: InFlight, v: Verdict, groups: list[Group]) -> bytes | None:
+        """The message without its bad parts, if some group is to get that and the worker
+        scanned exactly these bytes clean; else those groups are quarantined instead."""
+        if not any(g.action == "strip" for g in groups):
+            return None
+        plan = v.extra.get("strip")
+        why = "the scanners could not name removable parts that leave the rest clean"
+        if plan:
+            try:
+                data = mimeparts.strip(inf.message, {p["part"]: p["note"] for p in plan["parts"]})
+                if mimeparts.sha256(data) == plan["sha256"]:
+                    return data
+                why = "the stripped message is not the one the worker scanned"
+            except mimeparts.StripError as e:
+                why = str(e)
+        event(log, logging.WARNING, "cannot strip; quarantined instead",
+              queue_id=inf.claim.queue_id, why=why)
+        for g in groups:
+            if g.action == "strip":
+                g.action = "quarantine"
+        # Two quarantined groups are one: the original is stored once.
+        merged: list[Group] = []
+        for g in groups:
+            same = next((m for m in merged if m.action == g.action), None)
+            if same is None:
+                merged.append(g)
+            else:
+                same.recipients += g.recipients
+                same.sources += [s for s in g.sources if s not in same.sources]
+        groups[:] = merged
+        return None
+
+    def _edits_for(self, action: str, v: Verdict) -> list[HeaderEdit]:
+        """Header edits for a delivered group: the verdict's own for clean mail; else its
+        status header, and for deliver-tagged a Subject tag."""
+        if v.action == "clean":
+            return list(v.header_edits)
+        edits = [e for e in v.header_edits if e.op != "subject_tag"]
+        if action == "deliver-tagged":
+            tag = next((e.value for e in v.header_edits if e.op == "subject_tag"), None) or \
+                subject_tag(self.cfg.headers.subject_tags, policy_verdict(v.action, v.extra))
+            if tag:
+                edits.append(HeaderEdit("subject_tag", "Subject", tag))
+        return edits
+
+    def _file_for(self, inf: InFlight, v: Verdict, g: Group, stripped: bytes | None,
+                  split: bool) -> bytes:
+        """One new queue file: the group's message, edits, and (split) only its recipients."""
+        qf = inf.qf
+        if g.action == "strip" and stripped is not None:
+            qf = qf.with_message(stripped)
+        if split:
+            members = set(g.recipients)
+            qf = qf.with_recipients(lambda r: not r.done and r.address in members)
+        return self._edited(qf, self._edits_for(g.action, v))
+
+    def _edited(self, qf: queuefile.QueueFile, edits: list[HeaderEdit]) -> bytes:
+        add = [(e.name, e.value) for e in edits if e.op == "add"]
+        replace = [(e.name, e.value) for e in edits if e.op == "replace"]
+        tags = [e.value for e in edits if e.op == "subject_tag"]
         edited = qf.with_headers(add=add, replace=replace, subject_tag=tags[0] if tags else None)
         return queuefile.serialize(edited, self.spool.settings.line_length_limit)
 
-    def _quarantine_meta(self, inf: InFlight, v: Verdict | None, reason: str) -> dict[str, Any]:
+    def _quarantine_meta(self, inf: InFlight, v: Verdict, gave_up: bool,
+                         group: Group) -> dict[str, Any]:
         qf = inf.qf
-        return {
+        everyone = [r.address for r in qf.recipients if not r.done]
+        meta = {
             "time": time.time(),
             "sender": qf.sender,
-            "recipients": [r.address for r in qf.recipients if not r.done],
-            "verdict": v.to_dict() if v else None,
-            "action": v.action if v else "gave_up",
-            "reason": reason or ("; ".join(v.reasons) if v else ""),
+            # Whom it was stopped for: a release delivers to them (the others of a
+            # split message had their own copies).
+            "recipients": group.recipients or everyone,
+            "verdict": None if gave_up else v.to_dict(),
+            "action": "gave_up" if gave_up else v.action,
+            "reason": "; ".join(v.reasons),
             "subject": _subject(inf.message),
+            "policy": group.sources,
         }
+        if set(group.recipients) != set(everyone):
+            meta["all_recipients"] = everyone
+        return meta
+
+    def _notify(self, inf: InFlight, v: Verdict, groups: list[Group], entry: str,
+                stripped: bytes | None) -> None:
+        removed = "\n".join(p["note"] for p in v.extra.get("strip", {}).get("parts", [])) \
+            if stripped is not None else ""
+        for g in groups:
+            outcome = OUTCOMES[g.action]
+            if outcome == "delivered" or not self.notifier.wanted(outcome):
+                continue
+            self.notifier.notify(Notice(outcome, {
+                "outcome": outcome, "verdict": policy_verdict(v.action, v.extra),
+                "reasons": "\n".join(v.reasons), "queue_id": inf.claim.queue_id,
+                "quarantine_id": entry if outcome == "quarantined" else "",
+                "removed": removed if outcome == "stripped" else "",
+                "sender": inf.qf.sender or "<>", "subject": _subject(inf.message),
+                "message_id": _header(inf.message, b"message-id"),
+            }, g.recipients))
+
+    def _expire_quarantine(self) -> None:
+        try:
+            gone = self.quarantine_store.expire(self.d.quarantine_days, wait=False)
+        except OSError as e:
+            self.stats.error(f"quarantine expiry: {e}")
+            event(log, logging.ERROR, "quarantine expiry failed", error=str(e))
+            return
+        if gone:
+            event(log, logging.INFO, "expired quarantine entries", count=len(gone),
+                  days=self.d.quarantine_days)
 
     def _done(self, qid: str, action: str, outcome: str, keep_attempts: bool = False) -> None:
         inf = self.in_flight.pop(qid, None)
@@ -479,8 +628,13 @@ class Dispatcher:
 
 
 def _subject(message: bytes) -> str:
+    return _header(message, b"subject")
+
+
+def _header(message: bytes, name: bytes) -> str:
     head = message.split(b"\r\n\r\n", 1)[0]
+    prefix = name + b":"
     for line in head.split(b"\r\n"):
-        if line[:8].lower() == b"subject:":
-            return line[8:].strip().decode("utf-8", "replace")
+        if line[:len(prefix)].lower() == prefix:
+            return line[len(prefix):].strip().decode("utf-8", "replace")
     return ""

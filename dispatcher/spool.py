@@ -4,6 +4,7 @@ claim      take a ready hold file under flock(LOCK_EX|LOCK_NB)         (rules 9,
 release    rename hold/ID -> incoming/ID: same inode, same name        (rules 4, 5)
 rewrite    new file(s) named from their own inode, fsync'd, then 0700;
            the original is retired only after the journal commit      (rules 5, 7, 8, 9)
+           (none: discard; with a quarantine copy too: a split)
 quarantine an fsync'd copy in the quarantine store, then unlink        (rule 7)
 recover    finish what a killed dispatcher left, from the journal      (rule 7)
 
@@ -200,21 +201,24 @@ class Spool:
                 pass
 
     # -- rewrite --------------------------------------------------------------------
-    def write_new_file(self, data: bytes) -> str:
+    def write_new_file(self, data: bytes, directory: Path | None = None) -> str:
         """Create a complete, ready queue file in the temp dir, named from its inode.
 
         Made the way Postfix's cleanup makes one: O_CREAT|O_EXCL under a temp
         name, mode 0600, renamed to the ID built from the time and its own
-        inode; written and fsync'd; only then chmod 0700 (rule 9).
+        inode; written and fsync'd; only then chmod 0700 (rule 9). `directory`
+        (on the queue's file system) instead of the temp dir: a quarantine
+        release keeps its file in the entry until it commits.
         """
+        where = directory or self.tmp_dir
         now = time.time()
         sec, usec = int(now), int((now % 1) * 1_000_000)
-        temp = self.tmp_dir / f"{usec}.{os.getpid()}"
+        temp = where / f"{usec}.{os.getpid()}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             ino = os.fstat(fd).st_ino
             new_id = queueid.make_id(sec, usec, ino, self.settings.long_queue_ids)
-            os.rename(temp, self.tmp_dir / new_id)
+            os.rename(temp, where / new_id)
             crashpoint("rewrite.after_create")
             view = memoryview(data)
             while view:
@@ -229,23 +233,40 @@ class Spool:
             os.close(fd)
         return new_id
 
-    def rewrite(self, claim: Claim, contents: list[bytes]) -> list[str]:
-        """Replace the held file by one or more new queue files (rules 5, 7, 8, 9).
+    def rewrite(self, claim: Claim, contents: list[bytes],
+                quarantine: dict[str, object] | None = None) -> list[str]:
+        """Replace the held file by new queue files (rules 5, 7, 8, 9).
 
         The original is never modified. New files are complete on stable
         storage before the journal commit; the original is retired only after
-        it; the new files move into incoming last.
+        it; the new files move into incoming last. No files: the message is
+        discarded. With `quarantine` (its metadata), the original is also
+        stored in the quarantine, in the same commit: a message split between
+        recipients whose policies differ (op "split").
+
+            build the quarantine copy (.tmp-ID) and the new files (tmp/)
+            commit                  <- before: nothing happened; after: all of it will
+            store the copy          (rename .tmp-ID -> ID)
+            retire the original     (unlink hold/ID)
+            move the new files      (rename tmp/NEW -> incoming/NEW)
+
+        Returns the new queue IDs; the quarantine entry is quarantine_id(claim).
         """
+        op = "split" if quarantine is not None else "rewrite"
+        qid = self._prepare_quarantine(claim, quarantine) if quarantine is not None else ""
         new_ids = [self.write_new_file(data) for data in contents]
         fsync_dir(self.tmp_dir)
-        crashpoint("rewrite.before_commit")
-        self.journal.commit(Entry("rewrite", claim.queue_id, claim.inode, new_ids=new_ids),
-                            self._owner_if_root())
-        crashpoint("rewrite.after_commit")
+        crashpoint(f"{op}.before_commit")
+        self.journal.commit(Entry(op, claim.queue_id, claim.inode, new_ids=new_ids,
+                                  quarantine_id=qid), self._owner_if_root())
+        crashpoint(f"{op}.after_commit")
+        if qid:
+            self._store_quarantined(qid)
+            crashpoint("split.after_store")
         self._retire(claim)
-        crashpoint("rewrite.after_retire")
+        crashpoint(f"{op}.after_retire")
         self._move_into_incoming(new_ids)
-        crashpoint("rewrite.after_release")
+        crashpoint(f"{op}.after_release")
         self.journal.done(claim.queue_id)
         return new_ids
 
@@ -270,6 +291,14 @@ class Spool:
         for p in parents:
             fsync_dir(p)
 
+    def enter_incoming(self, src: Path) -> Path:
+        """Rename a complete, ready queue file (named from its inode, on this file
+        system) into incoming under its own name; fsync the directory."""
+        target = self.path("incoming", src.name)
+        _rename_making_dirs(src, target, self._owner_if_root())
+        fsync_dir(target.parent)
+        return target
+
     # -- quarantine -----------------------------------------------------------------
     def quarantine_id(self, claim: Claim) -> str:
         # Deterministic for one held file, so a repeated attempt finds its own entry.
@@ -283,6 +312,20 @@ class Spool:
         temporary name, the journal commits, and only then is it renamed into
         place and the original removed; recovery finishes either step.
         """
+        qid = self._prepare_quarantine(claim, metadata)
+        crashpoint("quarantine.before_commit")
+        self.journal.commit(Entry("quarantine", claim.queue_id, claim.inode, quarantine_id=qid),
+                            self._owner_if_root())
+        crashpoint("quarantine.after_commit")
+        self._store_quarantined(qid)
+        crashpoint("quarantine.after_store")
+        self._retire(claim)
+        crashpoint("quarantine.after_retire")
+        self.journal.done(claim.queue_id)
+        return qid
+
+    def _prepare_quarantine(self, claim: Claim, metadata: dict[str, object]) -> str:
+        """Build the entry complete under its temporary name; returns its ID."""
         qid = self.quarantine_id(claim)
         final = self.quarantine_dir / qid
         tmp = self.quarantine_dir / f".tmp-{qid}"
@@ -293,15 +336,6 @@ class Spool:
                     "size": claim.st.st_size}
             _write_synced(tmp / "meta.json", json.dumps(meta, indent=1).encode())
             fsync_dir(tmp)
-        crashpoint("quarantine.before_commit")
-        self.journal.commit(Entry("quarantine", claim.queue_id, claim.inode, quarantine_id=qid),
-                            self._owner_if_root())
-        crashpoint("quarantine.after_commit")
-        self._store_quarantined(qid)
-        crashpoint("quarantine.after_store")
-        self._retire(claim)
-        crashpoint("quarantine.after_retire")
-        self.journal.done(claim.queue_id)
         return qid
 
     def _store_quarantined(self, qid: str) -> bool:
@@ -342,7 +376,9 @@ class Spool:
 
         journal entry, original still in hold  -> remove it (rule 7: roll forward)
         journal entry, new file still in tmp    -> move it into incoming
-        journal entry, quarantine entry         -> move the copy into place, remove the original
+        journal entry, quarantine copy          -> move the copy into place, remove the original
+        journal entry, quarantine copy gone,    -> never remove the only copy: drop the entry
+          original still in hold                   (and its new files); it is scanned again
         file in tmp that no entry names         -> never committed: remove it
                                                    (the original is still in hold)
         half-built quarantine entry (.tmp-*)    -> remove it
@@ -351,11 +387,13 @@ class Spool:
         self.journal.remove_temporaries()
         committed: set[str] = set()
         for entry in self.journal.entries():
-            committed.update(entry.new_ids)
-            if entry.kind == "quarantine" and not self._store_quarantined(entry.quarantine_id):
-                # Committed but the copy is gone: never remove the only copy.
+            if (entry.quarantine_id and not self._store_quarantined(entry.quarantine_id)
+                    and self._find_held(entry.original) is not None):
+                # Committed, but the copy is gone (removed by hand?) while the
+                # original is still here: keep the only copy.
                 self.journal.done(entry.original)
                 continue
+            committed.update(entry.new_ids)
             held = self._find_held(entry.original)
             if held is not None:
                 claim = self.claim(held)
@@ -367,7 +405,7 @@ class Spool:
                         self._retire(claim)
                     else:
                         claim.close()
-            if entry.kind == "rewrite":
+            if entry.new_ids:
                 self._move_into_incoming(entry.new_ids)
             self.journal.done(entry.original)
             report.rolled_forward.append(entry.original)

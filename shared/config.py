@@ -42,6 +42,7 @@ class DispatcherConfig:
     rescan_interval: float = 30.0
     metrics_address: str = ""       # "127.0.0.1:9911" to serve Prometheus metrics
     local_workers: int = 0          # > 0: scan in local processes, no broker
+    quarantine_days: int = 0        # > 0: delete quarantine entries older than this, daily
 
 
 @dataclass
@@ -69,12 +70,28 @@ class HeadersConfig:
 
 
 @dataclass
+class NotifyConfig:
+    admin: str = ""                 # address for notices; empty: none
+    recipients: bool = False        # also tell the recipients of stopped mail
+    on: list[str] = field(default_factory=lambda: ["quarantine", "strip"])
+    sender: str = ""                # From: of notices; empty: postmaster@<host name>
+    admin_template: str = ""        # file; empty: built in
+    recipient_template: str = ""    # file; empty: built in
+    rate_limit: int = 20            # notices per address per hour; 0: no limit
+    sendmail: str = "/usr/sbin/sendmail"
+
+
+NOTIFY_ON = ("quarantine", "strip", "discard")
+
+
+@dataclass
 class Config:
     postfix: PostfixConfig = field(default_factory=PostfixConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     headers: HeadersConfig = field(default_factory=HeadersConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     scanners: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     source: str = ""                # the file this came from, for messages
@@ -145,6 +162,20 @@ def validate(cfg: Config) -> None:
             f"({b.visibility_timeout}s), or the broker hands a running scan to a second worker")
     if d.max_in_flight < 1 or d.batch_size < 1 or d.max_attempts < 1:
         raise ConfigError("dispatcher.max_in_flight, batch_size and max_attempts must be at least 1")
+    if d.quarantine_days < 0:
+        raise ConfigError(f"dispatcher.quarantine_days must be 0 (keep) or more, "
+                          f"got {d.quarantine_days}")
+    n = cfg.notify
+    bad = [o for o in n.on if o not in NOTIFY_ON]
+    if bad:
+        raise ConfigError(f"notify.on: {bad[0]!r} is not an outcome; use some of "
+                          f"{', '.join(NOTIFY_ON)}")
+    for key, address in (("notify.admin", n.admin), ("notify.sender", n.sender)):
+        if address and ("@" not in address or any(c.isspace() or c in "<>,;\"\\" for c in address)):
+            raise ConfigError(f"{key} must be one plain address like postmaster@example.com, "
+                              f"got {address!r}")
+    if n.rate_limit < 0:
+        raise ConfigError(f"notify.rate_limit must be 0 (no limit) or more, got {n.rate_limit}")
     if d.on_max_attempts not in ("quarantine", "hold"):
         raise ConfigError(f"dispatcher.on_max_attempts must be 'quarantine' or 'hold', "
                           f"got {d.on_max_attempts!r}")

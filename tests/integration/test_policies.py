@@ -1,0 +1,243 @@
+"""Policies end to end: real Postfix, Redis, clamd, and Celery workers as processes.
+
+One infected message to two recipients whose policies differ is split: the
+recipient whose rule says strip gets the message without the virus, the other
+nothing, the quarantine holds the original once; each delivery happens once,
+also when the dispatcher is killed in the middle of the split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dispatcher import queuefile
+from dispatcher.postfix import PostfixSettings
+from dispatcher.spool import Spool
+from holdscan.lab.cluster import Cluster, lab_config
+from holdscan.lab.postfix import PostfixInstance
+from holdscan.lab.sink import Sink
+from tests.conftest import send
+from tests.integration.test_dispatcher import EICAR, eicar_message, quarantined
+
+pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STRIP_RULE = """
+[[policy.rules]]
+name = "strip.test wants attachments stripped"
+recipients = ["*@strip.test"]
+infected = "strip"
+blocked = "strip"
+"""
+
+
+def policy_cluster(pf: PostfixInstance, redis_url: str, clamd_address: str, tmp: Path,
+                   extra_toml: str = STRIP_RULE, **tables: dict) -> Cluster:
+    os.chmod(tmp, 0o755)
+    cfg = lab_config(tmp / "holdscan.toml", pf.config_dir, redis_url, clamd_address,
+                     tables=tables or None)
+    with open(cfg, "a") as f:
+        f.write(extra_toml)
+    return Cluster(cfg, tmp)
+
+
+def held_bytes(pf: PostfixInstance, count: int = 1) -> list[bytes]:
+    return [p.read_bytes() for p in pf.wait_held(count)]
+
+
+def check_split_outcome(pf: PostfixInstance, sink: Sink, original: bytes) -> None:
+    """a@strip.test got the stripped copy once, b@keep.test nothing, the original is in
+    the quarantine once, for b only, byte for byte."""
+    [d] = sink.wait_count(1, timeout=60)
+    deadline = time.monotonic() + 30
+    while len(quarantined(pf)) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)                       # a second copy would have arrived by now
+    assert sink.count() == 1
+    assert d.rcpt_tos == ["a@strip.test"] and d.mail_from == "bad@example.test"
+    assert d.message_id == "<bad-1@holdscan.test>"
+    assert EICAR not in d.data and b"RUlDQVI" not in d.data      # nor its base64
+    assert b"holdscan removed a part of this message" in d.data
+    assert b'"eicar.com.txt" (application/octet-stream): clamav: Eicar' in d.data
+    assert b"see attachment" in d.data
+    assert (d.header("X-Holdscan-Status") or "").startswith("infected (Eicar")
+    [q] = quarantined(pf)
+    assert q["recipients"] == ["b@keep.test"]
+    assert q["all_recipients"] == ["a@strip.test", "b@keep.test"]
+    assert q["action"] == "infected" and q["policy"] == ["default"]
+    [entry] = [p for p in (pf.queue_dir / "holdscan" / "quarantine").iterdir()
+               if not p.name.startswith(".")]
+    assert (entry / "queuefile").read_bytes() == original
+    pf.wait_empty()
+    state = pf.queue_dir / "holdscan"
+    assert not list((state / "tmp").iterdir()) and not list((state / "journal").iterdir())
+    assert "renam" not in pf.postsuper("-s").stderr
+
+
+def test_two_recipients_two_policies_strip_one_quarantine_other(postfix, sink, redis_server,
+                                                               clamd, tmp_path):
+    send(postfix.port, "bad@example.test", ["a@strip.test", "b@keep.test"], eicar_message(1))
+    [original] = held_bytes(postfix)
+    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path)
+    try:
+        c.start_worker()
+        c.start_dispatcher()
+        check_split_outcome(postfix, sink, original)
+        log = c.logs("dispatcher")
+        assert "split" in log and "strip 1 (rule #1" in log and "quarantine 1 (default)" in log
+    finally:
+        c.close()
+
+
+def test_dispatcher_killed_during_the_split_still_delivers_once(postfix, sink, redis_server,
+                                                                 clamd, tmp_path):
+    send(postfix.port, "bad@example.test", ["a@strip.test", "b@keep.test"], eicar_message(1))
+    [original] = held_bytes(postfix)
+    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path)
+    try:
+        c.start_worker()
+        c.start_dispatcher(env={"HOLDSCAN_CRASH_AT": "split.after_store"})
+        assert c.dispatcher.wait(60) == -9, c.logs("dispatcher")[-3000:]
+        # Killed with the quarantine copy stored and the original still in hold.
+        assert len(quarantined(postfix)) == 1 and len(postfix.queue_files("hold")) == 1
+        c.start_dispatcher()
+        check_split_outcome(postfix, sink, original)
+        assert "recovered after an unclean stop" in c.logs("dispatcher")
+    finally:
+        c.close()
+
+
+def test_strip_without_a_plan_falls_back_to_quarantine(postfix, sink, redis_server, clamd,
+                                                       tmp_path):
+    # EICAR as the whole body: there is no part to remove, so the strip recipient's copy
+    # is quarantined with the other's, once.
+    msg = (b"From: bad@example.test\r\nSubject: body\r\nMessage-ID: <body-1@holdscan.test>\r\n"
+           b"\r\n" + EICAR + b"\r\n")
+    send(postfix.port, "bad@example.test", ["a@strip.test", "b@keep.test"], msg)
+    postfix.wait_held(1)
+    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path)
+    try:
+        c.start_worker()
+        c.start_dispatcher()
+        c.wait_for(lambda: len(quarantined(postfix)) == 1, 60, "quarantined")
+        time.sleep(1.5)
+        [q] = quarantined(postfix)
+        assert sorted(q["recipients"]) == ["a@strip.test", "b@keep.test"]
+        assert sink.count() == 0 and postfix.queue_files("hold") == []
+        assert "cannot strip; quarantined instead" in c.logs("dispatcher")
+    finally:
+        c.close()
+
+
+def test_deliver_tagged_and_discard_by_recipient(postfix, sink, redis_server, clamd, tmp_path):
+    rules = """
+[[policy.rules]]
+recipients = ["tagged@example.test"]
+blocked = "deliver-tagged"
+[[policy.rules]]
+recipients = ["gone@example.test"]
+blocked = "discard"
+"""
+    exe = (b"From: s@example.test\r\nSubject: tool\r\nMessage-ID: <exe-1@holdscan.test>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: "
+           b"application/octet-stream; name=\"tool.exe\"\r\n\r\nMZ not really\r\n--b--\r\n")
+    send(postfix.port, "s@example.test",
+         ["tagged@example.test", "gone@example.test", "kept@example.test"], exe)
+    postfix.wait_held(1)
+    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path, rules)
+    try:
+        c.start_worker()
+        c.start_dispatcher()
+        [d] = sink.wait_count(1, timeout=60)
+        c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
+        time.sleep(1.5)
+        assert sink.count() == 1
+        assert d.rcpt_tos == ["tagged@example.test"]
+        assert d.header("Subject") == "[BLOCKED] tool"
+        assert d.header("X-Holdscan-Status").startswith("blocked (denied extension .exe")
+        assert b"MZ not really" in d.data
+        [q] = quarantined(postfix)
+        assert q["recipients"] == ["kept@example.test"]
+        assert "discard 1 (rule #2)" in c.logs("dispatcher")
+    finally:
+        c.close()
+
+
+# -- the split itself, killed at every step (no workers needed) ------------------------------
+SPLIT_SCRIPT = """
+import sys
+from pathlib import Path
+from dispatcher import queuefile
+from dispatcher.postfix import PostfixSettings
+from dispatcher.spool import Spool
+spool = Spool(PostfixSettings.read(sys.argv[1]))
+claim = spool.claim(Path(sys.argv[2]))
+qf = queuefile.parse(claim.read_bytes())
+a = qf.with_recipients(lambda r: r.address == "a@strip.test")
+spool.rewrite(claim, [queuefile.serialize(a)],
+              quarantine={"recipients": ["b@keep.test"], "reason": "test"})
+print("finished")
+"""
+
+SPLIT_POINTS = ["rewrite.after_create", "rewrite.after_write", "split.before_commit",
+                "split.after_commit", "split.after_store", "split.after_retire",
+                "split.after_release"]
+
+
+@pytest.fixture(scope="module")
+def shared_postfix():  # noqa: ANN201
+    """One Postfix for the crash steps (starting one costs seconds); each test leaves the
+    queues empty, and the sink and the quarantine are emptied before each."""
+    from holdscan.lab.postfix import free_port
+    with Sink(free_port()) as sink, PostfixInstance(sink.port) as pf:
+        yield pf, sink
+
+
+@pytest.mark.parametrize("point", SPLIT_POINTS)
+def test_split_killed_at_every_step_delivers_once_and_quarantines_once(shared_postfix, point):
+    import shutil
+    postfix, sink = shared_postfix
+    sink.clear()
+    shutil.rmtree(postfix.queue_dir / "holdscan" / "quarantine", ignore_errors=True)
+    send(postfix.port, "s@example.test", ["a@strip.test", "b@keep.test"],
+         b"Subject: split\r\nMessage-ID: <split-1@holdscan.test>\r\n\r\nbody\r\n")
+    [path] = postfix.wait_held(1)
+    original = path.read_bytes()
+    spool = Spool(PostfixSettings.read(str(postfix.config_dir)))
+    spool.prepare()
+    env = {**os.environ, "HOLDSCAN_CRASH_AT": point, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(postfix.config_dir), str(path)],
+                       env=env, capture_output=True, text=True)
+    assert p.returncode == -9, p.stderr
+    if path.exists():
+        assert path.read_bytes() == original                       # rule 8
+    spool.recover()
+    held = postfix.queue_files("hold")
+    if held:
+        # Never committed: the dispatcher would scan it again and split it again.
+        assert point in ("rewrite.after_create", "rewrite.after_write", "split.before_commit")
+        p = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(postfix.config_dir),
+                            str(held[0])], env={**env, "HOLDSCAN_CRASH_AT": ""},
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    spool.wake_qmgr()
+    [d] = sink.wait_count(1, timeout=30)
+    postfix.wait_empty()
+    time.sleep(1)
+    assert sink.count() == 1 and d.rcpt_tos == ["a@strip.test"]
+    entries = [e for e in spool.quarantine_dir.iterdir() if not e.name.startswith(".")]
+    assert len(entries) == 1
+    assert (entries[0] / "queuefile").read_bytes() == original
+    assert json.loads((entries[0] / "meta.json").read_text())["recipients"] == ["b@keep.test"]
+    assert not list(spool.tmp_dir.iterdir()) and not list(spool.journal.dir.iterdir())
+    assert "renam" not in postfix.postsuper("-s").stderr
+    assert queuefile.parse(original).sender == "s@example.test"
