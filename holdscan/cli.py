@@ -1,4 +1,4 @@
-"""The `holdscan` command: dispatch, worker, status, quarantine, queue, check, demo.
+"""The `holdscan` command: dispatch, worker, status, quarantine, policy, queue, check, demo.
 
 Errors a user can cause end in one line that says what to do (exit 2), never
 a traceback.
@@ -158,22 +158,113 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # -- quarantine ---------------------------------------------------------------------------------
+def _store(args: argparse.Namespace):
+    from dispatcher.quarantine import QuarantineStore
+    return QuarantineStore(_spool(_load(args)))
+
+
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
-    from dispatcher.quarantine import entries
-    cfg = _load(args)
-    qdir = Path(cfg.dispatcher.quarantine_dir) if cfg.dispatcher.quarantine_dir else \
-        _spool(cfg).quarantine_dir
-    rows = [e.summary() for e in entries(qdir)]
+    from dispatcher.quarantine import parse_since
+    store = _store(args)
+    since = parse_since(args.since) if args.since else None
+    rows = [e.summary() for e in store.entries(since=since, reason=args.reason or "")]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
-        print(f"quarantine {qdir} is empty")
+        print(f"quarantine {store.dir}: no entries" + (" match" if since or args.reason else ""))
         return 0
     print(f"{'ID':28} {'TIME (UTC)':19} {'VERDICT':11} {'SENDER':30} REASON")
     for r in rows:
         t = datetime.fromtimestamp(r["time"], UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{r['id']:28} {t:19} {r['verdict']:11} {r['sender'] or '<>':30} {r['reason']}")
+        released = f" [released as {r['released_as']}]" if r["released_as"] else ""
+        print(f"{r['id']:28} {t:19} {r['verdict']:11} {r['sender'] or '<>':30} "
+              f"{r['reason']}{released}")
+    return 0
+
+
+def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    from dispatcher.quarantine import format_time
+    info = _store(args).show(args.id)
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    meta = info["meta"]
+    env = info["envelope"]
+    out = [f"id:           {info['id']}",
+           f"queue ID:     {info['queue_id']} (as held)",
+           f"quarantined:  {format_time(info['time'])} UTC",
+           f"verdict:      {info['verdict']}",
+           f"reason:       {info['reason']}",
+           f"sender:       {env['sender'] or '<>'}",
+           f"recipients:   {', '.join(env['recipients'])}"]
+    if meta.get("all_recipients"):
+        out.append(f"stopped for:  {', '.join(info['recipients'])} (the others got their "
+                   "copies)")
+    if meta.get("policy"):
+        out.append(f"policy:       {', '.join(meta['policy'])}")
+    verdict = meta.get("verdict") or {}
+    for f in verdict.get("findings", []):
+        if f.get("action") != "clean":
+            part = f" (MIME part {f['part']})" if f.get("part") else ""
+            out.append(f"finding:      {f['scanner']} {f['action']}: {f['detail']}{part}")
+    if meta.get("released_as"):
+        out.append(f"released:     {format_time(meta['released_at'])} UTC as queue ID "
+                   f"{meta['released_as']} to {', '.join(meta.get('released_to', []))} "
+                   f"by {meta.get('released_by', '?')}")
+    else:
+        out.append("released:     no")
+    out.append("headers:")
+    out += [f"  {line}" for line in info["headers"]]
+    print("\n".join(out))
+    return 0
+
+
+def cmd_quarantine_release(args: argparse.Namespace) -> int:
+    r = _store(args).release(args.id, to=args.to or "")
+    if r.already:
+        print(f"{r.entry_id} was released already, as queue ID {r.new_queue_id} to "
+              f"{', '.join(r.recipients)}; nothing done")
+    else:
+        print(f"{r.entry_id} released as queue ID {r.new_queue_id} to {', '.join(r.recipients)}")
+    return 0
+
+
+def cmd_quarantine_delete(args: argparse.Namespace) -> int:
+    _store(args).delete(args.id)
+    print(f"{args.id} deleted")
+    return 0
+
+
+def cmd_quarantine_expire(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    days = args.days if args.days is not None else cfg.dispatcher.quarantine_days
+    if not days or days < 1:
+        raise UsageError("give --days N (1 or more), or set dispatcher.quarantine_days")
+    from dispatcher.quarantine import QuarantineStore
+    gone = QuarantineStore(_spool(cfg)).expire(days)
+    print(f"{len(gone)} entr{'y' if len(gone) == 1 else 'ies'} older than {days} days deleted")
+    return 0
+
+
+# -- policy ------------------------------------------------------------------------------------
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    from dispatcher.policy import Policy
+    cfg = _load(args)
+    policy = Policy.from_config(cfg)
+    decisions = policy.explain(args.sender, args.recipient)
+    if args.json:
+        print(json.dumps({"sender": args.sender, "recipient": args.recipient,
+                          "actions": {d.verdict: {"action": d.action, "from": d.source}
+                                      for d in decisions}}, indent=1))
+        return 0
+    print(f"sender {args.sender or '<>'}, recipient {args.recipient}"
+          f" ({cfg.source or 'no config file: the defaults'})")
+    matching = policy.matching_rules(args.sender, args.recipient)
+    print("matching rules: " + (", ".join(r.label for r in matching) or "none"))
+    for d in decisions:
+        print(f"  {d.verdict:12} {d.action:15} {d.source}")
+    print("  clean        deliver         (always)")
     return 0
 
 
@@ -301,7 +392,39 @@ def parser() -> argparse.ArgumentParser:
     p = q.add_parser("list", help="one line per quarantined message")
     _common(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--since", metavar="DATE|DURATION",
+                   help="stored since a date (2024-05-01[T12:00], UTC) or for a while (12h, 7d)")
+    p.add_argument("--reason", metavar="TEXT",
+                   help="the reason contains TEXT, or the verdict is TEXT (case ignored)")
     p.set_defaults(func=cmd_quarantine_list)
+    p = q.add_parser("show", help="envelope, verdict, findings and headers of one entry")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_quarantine_show)
+    p = q.add_parser("release", help="deliver the original after all (once, unscanned)")
+    _common(p)
+    p.add_argument("--to", metavar="ADDR", help="deliver only to ADDR instead of the recipients "
+                   "it was stopped for")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_quarantine_release)
+    p = q.add_parser("delete", help="remove one entry")
+    _common(p)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_quarantine_delete)
+    p = q.add_parser("expire", help="remove entries older than N days")
+    _common(p)
+    p.add_argument("--days", type=int, help="default: dispatcher.quarantine_days")
+    p.set_defaults(func=cmd_quarantine_expire)
+
+    q = sub.add_parser("policy", help="the [policy] table").add_subparsers(
+        dest="qcommand", required=True)
+    p = q.add_parser("explain", help="what each verdict gets for one sender and recipient")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("sender", metavar="FROM", help="envelope sender; '' or <> for none")
+    p.add_argument("recipient", metavar="TO")
+    p.set_defaults(func=cmd_policy_explain)
 
     q = sub.add_parser("queue", help="Postfix queue files").add_subparsers(
         dest="qcommand", required=True)
@@ -324,11 +447,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from dispatcher.postfix import PostfixError
+    from dispatcher.quarantine import QuarantineError
     from dispatcher.spool import SpoolError
     args = parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError, PostfixError, SpoolError) as e:
+    except (UsageError, ConfigError, PostfixError, SpoolError, QuarantineError) as e:
         print(f"holdscan: {e}", file=sys.stderr)
         return 2
     except PermissionError as e:
