@@ -465,6 +465,41 @@ def check_clamd(address: str) -> CheckResult:
     return _ok(name, "clamd answers PING")
 
 
+# -- policy and notices ------------------------------------------------------------------
+
+def check_policy(cfg: config_mod.Config) -> CheckResult:
+    from dispatcher.policy import Policy
+    where = cfg.source or "the configuration"
+    try:
+        policy = Policy.from_config(cfg)
+    except config_mod.ConfigError as e:
+        return _fail("policy", str(e), f"fix [policy] in {where}")
+    dead = policy.dead_settings()
+    if dead:
+        more = f" (and {len(dead) - 1} more)" if len(dead) > 1 else ""
+        return _fail("policy", dead[0] + more, f"fix the order of [[policy.rules]] in {where}; "
+                     "`holdscan policy explain FROM TO` shows what applies")
+    return _ok("policy", policy.describe())
+
+
+def check_notify(cfg: config_mod.Config) -> CheckResult:
+    from dispatcher.notify import ADMIN_TEMPLATE, RECIPIENT_TEMPLATE, MessageTemplate
+    n = cfg.notify
+    if not (n.admin or n.recipients):
+        return _ok("notify", "off ([notify] admin is empty and recipients = false)")
+    try:
+        MessageTemplate.load(n.admin_template, ADMIN_TEMPLATE, "admin_template")
+        MessageTemplate.load(n.recipient_template, RECIPIENT_TEMPLATE, "recipient_template")
+    except config_mod.ConfigError as e:
+        return _fail("notify", str(e), "fix the template or leave the setting empty")
+    if not os.access(n.sendmail, os.X_OK):
+        return _fail("notify", f"{n.sendmail} is not an executable",
+                     "install Postfix's sendmail or set notify.sendmail")
+    who = ", ".join(filter(None, [n.admin, "recipients" if n.recipients else ""]))
+    limit = f"at most {n.rate_limit} per address an hour" if n.rate_limit else "no rate limit"
+    return _ok("notify", f"notices to {who} when mail is {', '.join(n.on)}; {limit}")
+
+
 # -- all together ---------------------------------------------------------------------
 
 def _guarded(name: str, check: Callable[[], CheckResult]) -> CheckResult:
@@ -501,6 +536,8 @@ def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
     else:
         for address in clamd_addresses(cfg):
             results.append(_guarded(f"clamd {address}", partial(check_clamd, address)))
+    results.append(_guarded("policy", lambda: check_policy(cfg)))
+    results.append(_guarded("notify", lambda: check_notify(cfg)))
     return results
 
 

@@ -123,7 +123,9 @@ def test_correct_setup_is_all_ok(parts: Parts) -> None:
 def test_check_runs_as_a_module_too(parts: Parts) -> None:
     out = holdscan_check(parts.config(), via="module")
     assert out.code == 0, out.output
-    assert len(out.lines) == 8, out.output
+    assert len(out.lines) == 10, out.output
+    assert "0 rule(s); default: infected quarantine" in out.line("policy")
+    assert "off" in out.line("notify")
 
 
 def test_redis_not_listening(parts: Parts) -> None:
@@ -291,3 +293,46 @@ def test_unreadable_config_is_one_line(parts: Parts) -> None:
     assert out.code == 1
     assert out.lines == [out.lines[0]] and out.lines[0].startswith("FAIL config:")
     assert "unknown setting 'urll'" in out.lines[0]
+
+
+POLICY = """
+[[policy.rules]]
+name = "example.com strips"
+recipients = ["*@example.com"]
+infected = "strip"
+"""
+
+
+def test_policy_is_checked_and_reported(parts: Parts) -> None:
+    out = holdscan_check(parts.config(extra=POLICY))
+    assert out.code == 0, out.output
+    assert "1 rule(s)" in out.line("policy")
+
+
+def test_policy_with_a_wrong_action_names_the_key(parts: Parts) -> None:
+    out = holdscan_check(parts.config(extra=POLICY.replace('"strip"', '"strip-it"')))
+    line = assert_one_failure(out, "policy", "#1 (example.com strips): infected = 'strip-it'")
+    assert "did you mean 'strip'" in line
+
+
+def test_policy_rule_that_never_applies(parts: Parts) -> None:
+    out = holdscan_check(parts.config(extra=POLICY + """
+[[policy.rules]]
+recipients = ["boss@example.com"]
+infected = "deliver"
+"""))
+    assert_one_failure(out, "policy", "rule #2: infected never applies, because rule #1 "
+                                      "(example.com strips)")
+
+
+def test_notify_template_with_an_unknown_field(parts: Parts) -> None:
+    template = parts.tmp / "admin.txt"
+    template.write_text("Subject: $subjekt\n\nbody $queue_id\n")
+    out = holdscan_check(parts.config(
+        extra=f'[notify]\nadmin = "postmaster@example.com"\nadmin_template = "{template}"\n'))
+    assert_one_failure(out, "notify", "unknown field $subjekt")
+    template.write_text("Subject: stopped $subject\n\nbody $queue_id\n")
+    out = holdscan_check(parts.config(
+        extra=f'[notify]\nadmin = "postmaster@example.com"\nadmin_template = "{template}"\n'))
+    assert out.code == 0, out.output
+    assert "notices to postmaster@example.com" in out.line("notify")

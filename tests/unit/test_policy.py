@@ -188,3 +188,34 @@ spam_high = "discard"
     # Set in the default: that default wins over a rule that only sets spam.
     assert p.decide("x@o.test", "boss@example.com", "spam_high").action == "quarantine"
     assert p.decide("x@o.test", "boss@example.com", "spam").action == "deliver"
+
+
+def test_holdscan_policy_explain(tmp_path) -> None:  # noqa: ANN001
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = tmp_path / "holdscan.toml"
+    cfg.write_text(RULES)
+
+    def explain(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "holdscan.cli", "policy", "explain",
+                               "--config", str(cfg), *args], capture_output=True, text=True,
+                              cwd=root, timeout=60)
+
+    p = explain("x@outside.test", "boss@example.com")
+    assert p.returncode == 0, p.stderr
+    assert "matching rules: rule #1 (the boss), rule #2 (example.com strips)" in p.stdout
+    assert "  infected     strip           rule #2 (example.com strips)" in p.stdout
+    assert "  spam         deliver         rule #1 (the boss)" in p.stdout
+    p = explain("--json", "<>", "a@example.org")
+    assert json.loads(p.stdout)["actions"]["infected"] == {"action": "discard",
+                                                            "from": "rule #3 (bounces)"}
+    cfg.write_text('[policy]\nspam = "strip"\n')
+    p = explain("a@b.c", "d@e.f")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr == ("holdscan: [policy]: spam = 'strip': strip removes the parts that "
+                        "made a message infected or blocked; there is no such part for this "
+                        "verdict; use one of deliver, deliver-tagged, quarantine, discard\n")
