@@ -343,11 +343,36 @@ EXAMPLE = DEPLOY / "holdscan.toml.example"
 
 
 def test_config_example_loads_and_is_all_defaults() -> None:
+    from dispatcher.policy import Policy
+
     cfg = config_mod.load(EXAMPLE, env={})
     default = config_mod.Config()
-    for section in ("postfix", "dispatcher", "broker", "worker", "headers"):
+    for section in ("postfix", "dispatcher", "broker", "worker", "headers", "notify"):
         assert getattr(cfg, section) == getattr(default, section), section
-    assert cfg.policy == default.policy
+    # The [policy] table spells out the defaults; it must mean exactly no table.
+    got, want = Policy.from_config(cfg), Policy.from_config(default)
+    assert got.default == want.default and got.rules == want.rules == []
+
+
+def test_config_example_policy_rules_parse_when_uncommented() -> None:
+    from dispatcher.policy import Policy
+
+    text = EXAMPLE.read_text()
+    block = text[text.index("\n# [[policy.rules]]"):text.index("# -- Notices")]
+    uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
+    policy = Policy.from_table(tomllib.loads(uncommented).get("policy", {}))
+    assert len(policy.rules) == 2 and not policy.dead_settings()
+    assert policy.decide("x@o.test", "a@mx.example.org", "infected").action == "strip"
+
+
+def test_configuration_doc_policy_examples_parse() -> None:
+    from dispatcher.policy import Policy
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    section = doc[doc.index("## `[policy]`"):doc.index("## `[notify]`")]
+    [example] = [b for b in re.findall(r"```toml\n(.*?)```", section, re.DOTALL)]
+    policy = Policy.from_table(tomllib.loads(example)["policy"])
+    assert len(policy.rules) == 3 and not policy.dead_settings()
 
 
 def test_config_example_names_every_setting() -> None:
@@ -407,7 +432,7 @@ def test_configuration_doc_covers_every_setting() -> None:
 
     doc = (REPO / "docs" / "configuration.md").read_text()
     default = config_mod.Config()
-    for section in ("postfix", "dispatcher", "broker", "worker", "headers"):
+    for section in ("postfix", "dispatcher", "broker", "worker", "headers", "notify"):
         assert f"## `[{section}]`" in doc
         for f in dataclasses.fields(getattr(default, section)):
             assert f"| `{f.name}` |" in doc, f"{section}.{f.name}"
