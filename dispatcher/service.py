@@ -129,8 +129,13 @@ class Dispatcher:
             event(log, logging.INFO, "recovered after an unclean stop",
                   rolled_forward=len(report.rolled_forward),
                   orphans_removed=len(report.orphans_removed))
-        for what in self.quarantine_store.recover(wait=False):
-            event(log, logging.INFO, "quarantine recovered", what=what)
+        try:
+            for what in self.quarantine_store.recover(wait=False):
+                event(log, logging.INFO, "quarantine recovered", what=what)
+        except OSError as e:
+            # Mail must flow even if the quarantine store has a problem; say so loudly.
+            self.stats.error(f"quarantine recovery: {e}")
+            event(log, logging.ERROR, "cannot recover the quarantine store", error=str(e))
         if self.d.metrics_address:
             self.metrics.serve(self.d.metrics_address)
         self.transport.start(lambda vs: self.events.put(("verdicts", vs)),
@@ -169,7 +174,7 @@ class Dispatcher:
                 if now >= next_rescan:
                     self.rescan()
                     next_rescan = now + self.d.rescan_interval
-                if self.d.quarantine_days and now >= next_expiry and not self.once:
+                if self.d.quarantine_days and now >= next_expiry:
                     self._expire_quarantine()
                     next_expiry = now + 86400
                 if self.once:
@@ -617,6 +622,7 @@ class Dispatcher:
             "waiting_retry": sum(1 for t in self.retry_at.values() if t > time.monotonic()),
             "components": self.component_state, "outcomes": self.stats.verdicts,
             "workers_seen": self.stats.workers_seen, "last_errors": self.stats.last_errors,
+            "notices_last_hour": self.notifier.limit.summary() if self.notifier.enabled else {},
         })
 
     def _progress(self, total: int) -> None:

@@ -335,6 +335,12 @@ class Spool:
             meta = {**metadata, "id": qid, "queue_id": claim.queue_id, "inode": claim.inode,
                     "size": claim.st.st_size}
             _write_synced(tmp / "meta.json", json.dumps(meta, indent=1).encode())
+            owner = self._owner_if_root()
+            if owner:
+                # The quarantine commands and the dispatcher (as mail_owner) must be
+                # able to read and remove every entry, whoever stored it.
+                for p in (tmp, tmp / "queuefile", tmp / "meta.json"):
+                    os.chown(p, *owner)
             fsync_dir(tmp)
         return qid
 

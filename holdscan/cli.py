@@ -146,6 +146,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{comp + ':':16}{state}")
     print("outcomes:       " + (", ".join(f"{k} {v}" for k, v in
                                           sorted(st.get("outcomes", {}).items())) or "none yet"))
+    notices = st.get("notices_last_hour")
+    if notices:
+        print(f"notices (1 h):  sent {notices.get('sent', 0)}, suppressed by the rate limit "
+              f"{notices.get('suppressed', 0)}")
     workers = st.get("workers_seen", {})
     print(f"workers seen:   {len(workers)}")
     for w, t in sorted(workers.items()):

@@ -73,6 +73,7 @@ def test_notices_reach_admin_and_recipient_once_and_are_not_held(smtpd_hold_post
         time.sleep(1.2)
         status = json.loads((pf.queue_dir / "holdscan" / "status.json").read_text())
         assert status["outcomes"] == {"quarantined": 1}
+        assert status["notices_last_hour"] == {"sent": 2, "suppressed": 0}
         # The notices' queue IDs (pickup, uid ...) never appear in the dispatcher's log.
         notice_ids = re.findall(r" ([0-9A-F]{6,}): uid=", pf.log())
         assert len(notice_ids) == 2

@@ -93,6 +93,19 @@ def test_two_recipients_two_policies_strip_one_quarantine_other(postfix, sink, r
         check_split_outcome(postfix, sink, original)
         log = c.logs("dispatcher")
         assert "split" in log and "strip 1 (rule #1" in log and "quarantine 1 (default)" in log
+        # Released, the original goes to b only (a has had its stripped copy), once.
+        [q] = quarantined(postfix)
+        for _ in range(2):
+            p = subprocess.run([sys.executable, "-m", "holdscan.cli", "quarantine", "release",
+                                q["id"], "--config", str(c.config)], capture_output=True,
+                               text=True, cwd=ROOT, check=False)
+            assert p.returncode == 0, p.stderr
+        got = sink.wait_count(2, timeout=30)
+        postfix.wait_empty()
+        time.sleep(1)
+        assert sink.count() == 2
+        assert got[1].rcpt_tos == ["b@keep.test"]
+        assert got[1].data == queuefile.parse(original).message_bytes(b"\r\n")
     finally:
         c.close()
 

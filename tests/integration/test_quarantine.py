@@ -257,3 +257,24 @@ def test_expire_removes_only_old_entries(pf):
         == [new]
     p = holdscan(pf, "quarantine", "expire")
     assert p.returncode == 2 and "give --days N" in p.stderr
+
+
+def test_dispatcher_expires_the_quarantine_per_config(pf, tmp_path):
+    old, _ = quarantine_one(pf, 11)
+    new, _ = quarantine_one(pf, 12)
+    meta_path = spool(pf).quarantine_dir / old / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["time"] -= 8 * 86400
+    meta_path.write_text(json.dumps(meta))
+    os.chmod(tmp_path, 0o755)
+    cfg = tmp_path / "holdscan.toml"
+    cfg.write_text(f'[postfix]\nconfig_directory = "{pf.config_dir}"\n'
+                   "[dispatcher]\nquarantine_days = 7\nlocal_workers = 1\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "holdscan.cli", "dispatch", "--once", "--config",
+                        str(cfg)], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "expired quarantine entries count=1 days=7" in p.stderr
+    left = [e.id for e in QuarantineStore(spool(pf)).entries()]
+    assert left == [new]
