@@ -82,7 +82,7 @@ class QuarantineEntry:
 
 
 def entries(directory: Path) -> list[QuarantineEntry]:
-    out = []
+    out: list[QuarantineEntry] = []
     if not directory.is_dir():
         return out
     for p in directory.iterdir():
