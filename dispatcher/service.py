@@ -436,14 +436,15 @@ class Dispatcher:
         groups = self.policy.groups(inf.qf.sender, rcpts, verdict) or \
             [Group("deliver", [], ["nothing left to deliver"])]
         stripped = self._stripped(inf, v, groups)
+        action_name = "gave_up" if gave_up else v.action
         if any(g.action == "hold" for g in groups):
+            # One recipient's hold keeps the whole message: a human decides for all.
             event(log, logging.WARNING, "left in hold for a human", queue_id=qid,
                   reason="; ".join(v.reasons))
             self.unparseable.add((qid, inf.claim.inode))
             inf.claim.close()
-            self._done(qid, v.action, "held", keep_attempts=True)
+            self._done(qid, action_name, "held", keep_attempts=True)
             return False
-        action_name = "gave_up" if gave_up else v.action
         delivered = [g for g in groups if g.action in ("deliver", "deliver-tagged", "strip")]
         quarantined = next((g for g in groups if g.action == "quarantine"), None)
         split = len(groups) > 1
