@@ -254,3 +254,35 @@ def test_split_killed_at_every_step_delivers_once_and_quarantines_once(shared_po
     assert not list(spool.tmp_dir.iterdir()) and not list(spool.journal.dir.iterdir())
     assert "renam" not in postfix.postsuper("-s").stderr
     assert queuefile.parse(original).sender == "s@example.test"
+
+
+def test_no_verdict_after_max_attempts_follows_the_error_policy(postfix, sink, redis_server,
+                                                                 clamd, tmp_path):
+    # No worker: no verdict ever comes, as for a message that kills every worker.
+    rules = """
+[[policy.rules]]
+recipients = ["fail-open@example.test"]
+error = "deliver"
+"""
+    send(postfix.port, "s@example.test", ["fail-open@example.test", "careful@example.test"],
+         b"Subject: poison\r\nMessage-ID: <poison-1@holdscan.test>\r\n\r\nbody\r\n")
+    [original] = held_bytes(postfix)
+    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path, rules,
+                       dispatcher={"verdict_deadline": 1.0, "max_attempts": 1,
+                                   "rescan_interval": 2.0, "batch_wait": 0.02})
+    try:
+        c.start_dispatcher()
+        [d] = sink.wait_count(1, timeout=60)
+        c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
+        time.sleep(1.5)
+        assert sink.count() == 1 and d.rcpt_tos == ["fail-open@example.test"]
+        assert d.header("X-Holdscan-Status") == \
+            "unscanned (no verdict after 1 attempts (a message that kills scanners?))"
+        [q] = quarantined(postfix)
+        assert q["action"] == "gave_up" and q["recipients"] == ["careful@example.test"]
+        entry = next(p for p in (postfix.queue_dir / "holdscan" / "quarantine").iterdir()
+                     if not p.name.startswith("."))
+        assert (entry / "queuefile").read_bytes() == original
+        postfix.wait_empty()
+    finally:
+        c.close()
