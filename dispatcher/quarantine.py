@@ -170,7 +170,7 @@ class QuarantineStore:
     def show(self, entry_id: str) -> dict[str, Any]:
         """Everything about an entry: its metadata, envelope and message headers."""
         e = self.get(entry_id)
-        qf = queuefile.parse((e.path / "queuefile").read_bytes())
+        qf = self._queuefile(e)
         header = qf.content[:qf.header_end()]
         return {**e.summary(), "meta": e.meta, "envelope": {
             "sender": qf.sender,
@@ -196,7 +196,7 @@ class QuarantineStore:
                 return Release(e.id, str(e.meta["released_as"]),
                                list(e.meta.get("released_to", [])), True,
                                float(e.meta.get("released_at", 0)))
-            qf = queuefile.parse((e.path / "queuefile").read_bytes())
+            qf = self._queuefile(e)
             if to:
                 qf = qf.with_recipients(lambda r: False).with_recipient_added(to)
                 recipients = [to]
@@ -225,6 +225,14 @@ class QuarantineStore:
             crashpoint("qrelease.after_move")
         log.info("released %s as %s to %s", entry_id, new_id, ", ".join(recipients))
         return Release(entry_id, new_id, recipients, False, now)
+
+    @staticmethod
+    def _queuefile(e: QuarantineEntry) -> queuefile.QueueFile:
+        try:
+            return queuefile.parse((e.path / "queuefile").read_bytes())
+        except queuefile.QueueFileError as err:
+            raise QuarantineError(f"{e.id}: the stored queue file is damaged ({err}); "
+                                  f"look at it with postcat {e.path / 'queuefile'}") from None
 
     def _into_incoming(self, src: Path) -> None:
         self.spool.enter_incoming(src)
