@@ -64,6 +64,10 @@ def _edit_alternates(add: str | None = None, remove: str | None = None) -> None:
         if remove:
             current = [d for d in current if d != remove]
         run("postconf", "-e", f"alternate_config_directories = {' '.join(current)}")
+        # Postfix commands wait (about 2 s, each) until main.cf looks settled, i.e. is not
+        # brand new; postconf -e replaced it by an atomic rename, so it is settled now.
+        past = time.time() - 5
+        os.utime(DEFAULT_MAIN_CF, (past, past))
 
 
 class PostfixInstance:
@@ -167,7 +171,7 @@ class PostfixInstance:
         self._write_config()
         _edit_alternates(add=str(self.config_dir))
         try:
-            self.postfix("check")
+            # `postfix start` checks the set-up (and creates the queue directories) itself.
             self.postfix("start")
         except RuntimeError as e:
             log = self.log()[-2000:]
@@ -177,7 +181,7 @@ class PostfixInstance:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
                     if s.recv(100).startswith(b"220"):
                         return self
             except OSError:
