@@ -55,8 +55,11 @@ class Attempts:
 
     def forget_many(self, queue_ids: list[str]) -> None:
         if queue_ids:
-            self.db.executemany("DELETE FROM attempts WHERE queue_id = ?",
-                                [(q,) for q in queue_ids])
+            # One transaction, one WAL commit, for the whole batch.
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("DELETE FROM attempts WHERE queue_id = ?",
+                                    [(q,) for q in queue_ids])
 
     def rows(self) -> list[tuple[str, int, int, str, float]]:
         return list(self.db.execute(

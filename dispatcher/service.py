@@ -117,6 +117,9 @@ class Dispatcher:
         self.unparseable: set[tuple[str, int]] = set()
         self.component_state: dict[str, str] = {}
         self.stats = Stats()
+        self._dirty_dirs: set[Path] = set()            # directories to fsync (_finish_batch)
+        self._forget_keys: list[str] = []
+        self._forget_attempts: list[str] = []
         self.stopping = False
         self.watcher = Watcher(spool.hold_dir, lambda p: self.events.put(("path", p)))
         self._submit_backoff_until = 0.0
@@ -368,8 +371,7 @@ class Dispatcher:
         v = Verdict(queue_id=qid, attempt=attempts, action="error",
                     findings=[Finding("dispatcher", "error", reason)],
                     header_edits=self._status_edit(f"unscanned ({reason})"))
-        if self._carry_out(inf, v, gave_up=True):
-            self.spool.wake_qmgr()
+        self._finish_batch(self._carry_out(inf, v, gave_up=True))
 
     def _status_edit(self, text: str) -> list[HeaderEdit]:
         h = self.cfg.headers
@@ -403,9 +405,22 @@ class Dispatcher:
                 inf.claim.close()
                 self.retry_at[verdict.queue_id] = time.monotonic() + 30
                 self._done(verdict.queue_id, verdict.action, "failed", keep_attempts=True)
+        self._finish_batch(released)
+
+    def _finish_batch(self, released: bool) -> None:
+        """Once per batch of verdicts, not per message: make the renames durable before
+        qmgr is told about them, and drop content keys and attempt rows in one go."""
         if released:
-            fsync_dir(self.spool.hold_dir)
+            for d in self._dirty_dirs | {self.spool.hold_dir}:
+                fsync_dir(d)
+            self._dirty_dirs.clear()
             self.spool.wake_qmgr()
+        if self._forget_keys:
+            self.transport.forget(self._forget_keys)
+            self._forget_keys = []
+        if self._forget_attempts:
+            self.attempts.forget_many(self._forget_attempts)
+            self._forget_attempts = []
 
     def _apply(self, inf: InFlight, v: Verdict) -> bool:
         """Apply one verdict. True if something went into incoming."""
@@ -450,8 +465,8 @@ class Dispatcher:
         split = len(groups) > 1
         edits = self._edits_for(groups[0].action, v)
         if groups[0].action == "deliver" and not split and not edits:
-            self.spool.release(inf.claim, sync=False)
-            fsync_dir(self.spool.incoming_dir)
+            target = self.spool.release(inf.claim, sync=False)
+            self._dirty_dirs.add(target.parent)     # fsync'd by _finish_batch
             event(log, logging.INFO, "released", queue_id=qid, action=v.action)
             self._done(qid, v.action, "released")
             return True
@@ -589,9 +604,9 @@ class Dispatcher:
 
     def _done(self, qid: str, action: str, outcome: str, keep_attempts: bool = False) -> None:
         inf = self.in_flight.pop(qid, None)
-        self.transport.forget([self.transport.key(qid)])
+        self._forget_keys.append(self.transport.key(qid))
         if not keep_attempts:
-            self.attempts.forget_many([qid])
+            self._forget_attempts.append(qid)
             self.retry_at.pop(qid, None)
         self.stats.verdicts[outcome] = self.stats.verdicts.get(outcome, 0) + 1
         self.metrics.verdicts.labels(action, outcome).inc()

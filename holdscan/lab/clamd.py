@@ -50,7 +50,11 @@ class ClamdServer:
     def __init__(self, stream_max_length: str = "25M", tcp: bool = True,
                  directory: str | None = None, extra_config: str = "") -> None:
         self._own_dir = directory is None
-        self.dir = Path(directory or tempfile.mkdtemp(prefix="holdscan-clamd-"))
+        # clamd writes every INSTREAM to a file in its TemporaryDirectory before it scans it;
+        # on tmpfs that costs a third of the CPU it costs on disk (measured: 0.42 against
+        # 1.27 ms per 5 KB message), so the lab keeps clamd's directory in /dev/shm.
+        self.dir = Path(directory or tempfile.mkdtemp(
+            prefix="holdscan-clamd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         # Like Debian's /var/run/clamav: scanners running as other users (a dispatcher's
         # local pool runs as Postfix's mail_owner) must reach the socket.
         os.chmod(self.dir, 0o755)
