@@ -55,4 +55,4 @@ def postconf(names: list[str], config_directory: str = "") -> dict[str, str]:
     lines = p.stdout.splitlines()
     if len(lines) != len(names):
         raise PostfixError(f"postconf printed {len(lines)} values for {len(names)} settings")
-    return dict(zip(names, (line.strip() for line in lines)))
+    return dict(zip(names, (line.strip() for line in lines), strict=True))

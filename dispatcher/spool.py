@@ -477,7 +477,8 @@ def _rename_making_dirs(src: Path, dst: Path, owner: tuple[int, int] | None = No
         os.rename(src, dst)
     except OSError as e:
         if e.errno == errno.EXDEV:
-            raise SpoolError(f"cannot rename {src} to {dst}: different file systems (rule 2)")
+            raise SpoolError(
+                f"cannot rename {src} to {dst}: different file systems (rule 2)") from e
         raise
 
 

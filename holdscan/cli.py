@@ -94,6 +94,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     # Every message in flight keeps its hold file open (the flock lives on that descriptor).
     want = min(hard, max(soft, cfg.dispatcher.max_in_flight + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    transport: LocalTransport | CeleryTransport
     if cfg.dispatcher.local_workers > 0:
         transport = LocalTransport(cfg, cfg.dispatcher.local_workers)
     else:
@@ -272,7 +273,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- queue cat --------------------------------------------------------------------------------------
+# -- queue cat ----------------------------------------------------------------------
 def cmd_queue_cat(args: argparse.Namespace) -> int:
     from dispatcher import queuefile, queueid
     target = Path(args.target)
@@ -347,7 +348,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return main_demo(keep=args.keep)
 
 
-# -- parser -----------------------------------------------------------------------------------------
+# -- parser ----------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML configuration file (also HOLDSCAN_CONFIG)")
     p.add_argument("--postfix-config", help="Postfix configuration directory (postfix -c)")

@@ -23,6 +23,7 @@ import time
 import zipfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TextIO
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -89,7 +90,7 @@ def _original_queue_id(message: bytes) -> str:
     return m.group(1).decode() if m else "?"
 
 
-def run_demo(keep: bool = False, out: object = None) -> list[dict[str, str]]:
+def run_demo(keep: bool = False, out: TextIO | None = None) -> list[dict[str, str]]:
     """Run the demo; returns the table rows (also used by the tests)."""
     from holdscan.lab.clamd import ClamdServer
     from holdscan.lab.cluster import Cluster, lab_config
@@ -97,7 +98,7 @@ def run_demo(keep: bool = False, out: object = None) -> list[dict[str, str]]:
     from holdscan.lab.redis import RedisServer
     from holdscan.lab.sink import Sink
 
-    write = (out or sys.stdout).write  # type: ignore[attr-defined]
+    write = (out or sys.stdout).write
     if os.geteuid() != 0:
         raise DemoError("the demo starts a private Postfix, which needs root: run it as root "
                         "(sudo make demo)")
@@ -124,16 +125,18 @@ def run_demo(keep: bool = False, out: object = None) -> list[dict[str, str]]:
         cluster.start_worker(concurrency=1, name="worker-a")
         cluster.start_worker(concurrency=1, name="worker-b")
         flower_port = free_port()
+        flower_log = stack.enter_context(open(logs / "flower.log", "wb"))
         flower = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "workers.app", "flower",
              f"--port={flower_port}", "--address=127.0.0.1", f"--broker={rds.url}"],
             env={**os.environ, "HOLDSCAN_CONFIG": str(cfg)},
-            stdout=open(logs / "flower.log", "wb"), stderr=subprocess.STDOUT)
-        stack.callback(lambda: (flower.terminate(), flower.wait(10)))
+            stdout=flower_log, stderr=subprocess.STDOUT)
+        stack.callback(flower.wait, 10)
+        stack.callback(flower.terminate)
         cluster.start_dispatcher()
         write("  dispatcher and two workers started\n\nsending "
               f"{len(messages)} messages by SMTP ...\n")
-        for subject, data in messages:
+        for _subject, data in messages:
             with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as s:
                 s.sendmail("demo@example.test", ["user@example.test"], data)
         qdir = pf.queue_dir / "holdscan" / "quarantine"

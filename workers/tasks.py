@@ -60,8 +60,8 @@ def scan_requests(requests: list[Any]) -> dict[str, list[dict[str, Any]]]:
         return {}
     contents = _store().mget([r.content_key for r in valid])
     replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for request, raw in zip(valid, contents):
-        if raw is None:
+    for request, raw in zip(valid, contents, strict=True):
+        if not isinstance(raw, bytes):
             # Already handled, or expired: the dispatcher will send it again if it still needs it.
             continue
         verdict = scan_message(raw, request, _scanners(), cfg.headers, worker_name())

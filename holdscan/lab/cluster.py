@@ -63,11 +63,12 @@ class Cluster:
     def _spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
         self._n += 1
-        log = open(self.log_dir / f"{name}.{self._n}.log", "wb")
+        # The child keeps the log open; ours is closed as soon as the child has it.
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HOLDSCAN_CONFIG": str(self.config),
                     **(env or {})}
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                start_new_session=True)
+        with open(self.log_dir / f"{name}.{self._n}.log", "wb") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                    start_new_session=True)
 
     def start_worker(self, concurrency: int = 1, name: str = "w") -> subprocess.Popen[bytes]:
         p = self._spawn([HOLDSCAN, "worker", "--config", str(self.config),

@@ -37,10 +37,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(*argv: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(argv, capture_output=True, input=input.decode() if input else None, text=True)
+def run(*argv: str, check: bool = True, input: bytes | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(argv, capture_output=True, input=input.decode() if input else None,
+                       text=True, check=False)
     if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
+        why = p.stderr.strip() or p.stdout.strip()
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {why}")
     return p
 
 
@@ -195,7 +198,8 @@ class PostfixInstance:
             deadline = time.monotonic() + 10
             pid_file = self.queue_dir / "pid" / "master.pid"
             while time.monotonic() < deadline and pid_file.exists():
-                if run("postfix", "-c", str(self.config_dir), "status", check=False).returncode != 0:
+                status = run("postfix", "-c", str(self.config_dir), "status", check=False)
+                if status.returncode != 0:
                     break
                 time.sleep(0.1)
             self._started = False

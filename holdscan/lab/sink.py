@@ -87,7 +87,8 @@ class Sink:
         out = []
         for j in sorted(self.dir.glob("*.json"), key=lambda p: int(p.stem)):
             env = json.loads(j.read_text())
-            out.append(Delivery(env["mail_from"], env["rcpt_tos"], j.with_suffix(".eml").read_bytes()))
+            data = j.with_suffix(".eml").read_bytes()
+            out.append(Delivery(env["mail_from"], env["rcpt_tos"], data))
         return out
 
     def count(self) -> int:
