@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import send, simple_message
 from holdscan.lab.cluster import Cluster, lab_config
 from holdscan.lab.postfix import PostfixInstance
+from tests.conftest import send, simple_message
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
 
