@@ -24,7 +24,14 @@ Decisions where Postfix leaves a choice (each explained where it is made):
 * `attributes` follows the queue manager: the first value of a name wins,
   except for the names that qmgr lets a later record override;
 * a content line is split the way cleanup_out() splits one: pieces of exactly
-  `line_length_limit` bytes as L records, the rest (1..limit bytes) as N.
+  `line_length_limit` bytes as L records, the rest (1..limit bytes) as N;
+* an empty message (no content line at all, which Postfix reaches only through
+  p or w records between M and X, e.g. after a milter emptied it) is written
+  as one dummy pointer record (offset 0), the placeholder cleanup itself puts
+  after the last header, because qmgr refuses a content size of 0.
+
+Whatever parse() accepts, serialize() writes back: parse(serialize(parse(x)))
+has the same envelope, content and extracted records as parse(x).
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ _SMTPUTF8_FLAG_HEADER = 1 << 1
 
 # At most 4 length bytes: 28 bits.
 _MAX_RECORD_LEN = (1 << 28) - 1
+
+# The content of an empty message: cleanup's dummy pointer record ("%15ld" of 0),
+# which every Postfix reader skips (rec_goto(): "Dummy record").
+_EMPTY_CONTENT = b"p\x0f" + b"%15d" % 0
 
 # 18 digits keep every number inside a C long and far from Python's limit on
 # int() of very long digit strings.
@@ -459,10 +470,12 @@ def serialize(qf: QueueFile, line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT)
 
     Unedited content (the lines still equal to what parse() read) is written
     back with its records as read; edited content is split as cleanup splits
-    lines, at line_length_limit. Raises ValueError for a model that parse()
-    (like the queue manager) would refuse: a record type outside its section,
-    a malformed attribute, no S or T record, or no content at all (qmgr
-    refuses a content size of 0).
+    lines, at line_length_limit. A message without any content line is
+    written as one dummy p record (offset 0): qmgr refuses a content size of
+    0, and every Postfix reader skips that record, as parse() does. Raises
+    ValueError for a model that parse() (like the queue manager) would
+    refuse: a record type outside its section, a malformed attribute, no S or
+    T record.
     """
     if line_length_limit < 1:
         raise ValueError(f"line_length_limit must be positive, not {line_length_limit}")
@@ -476,8 +489,10 @@ def serialize(qf: QueueFile, line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT)
     else:
         content = _encode_content(qf.content, line_length_limit)
     if not content:
-        raise ValueError("a queue file needs at least one content line "
-                         "(qmgr refuses a content size of 0)")
+        # No line at all: a file that Postfix reaches X in only through p or w
+        # records (a pointer from M straight to X, say). Written straight, its
+        # content size would be 0, which qmgr refuses.
+        content = _EMPTY_CONTENT
 
     envelope = b"".join([_record_bytes(r.type.encode("latin-1"), r.data) for r in qf.envelope])
     extracted = b"".join([_record_bytes(r.type.encode("latin-1"), r.data) for r in qf.extracted])
