@@ -25,10 +25,11 @@ Decisions where Postfix leaves a choice (each explained where it is made):
   except for the names that qmgr lets a later record override;
 * a content line is split the way cleanup_out() splits one: pieces of exactly
   `line_length_limit` bytes as L records, the rest (1..limit bytes) as N;
-* an empty message (no content line at all, which Postfix reaches only through
-  p or w records between M and X, e.g. after a milter emptied it) is written
-  as one dummy pointer record (offset 0), the placeholder cleanup itself puts
-  after the last header, because qmgr refuses a content size of 0.
+* an empty message (no content line at all: only p or w records between M
+  and X, e.g. a pointer from M straight to X) is written as one dummy pointer
+  record (offset 0), the placeholder cleanup itself puts after the last
+  header, because qmgr refuses a content size of 0 (a real Postfix delivers
+  such a file as an empty message).
 
 Whatever parse() accepts, serialize() writes back: parse(serialize(parse(x)))
 has the same envelope, content and extracted records as parse(x).

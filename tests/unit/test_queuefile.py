@@ -371,8 +371,8 @@ PTR_TO_HEAP = "->heap"
     ([ptr(0), rec(b"w", b"x" * 200), PTR_TO_X], []),
 ], ids=["ptr-to-x", "padding", "via-heap", "mixed"])
 def test_file_without_content_lines_parses_and_serializes(content, heap):
-    # What Postfix holds after a milter emptied a message: qmgr reads it (the
-    # content size counts the p and w records) and delivers an empty message.
+    # qmgr accepts such a file (the content size counts the p and w records)
+    # and Postfix delivers it as an empty message.
     data = empty_content_file(content, heap)
     qf = parse(data)
     assert qf.content == [] and qf.message_bytes() == b""
