@@ -304,6 +304,28 @@ def check_user(settings: PostfixSettings) -> CheckResult:
                  f"or as {settings.mail_owner}")
 
 
+def check_runtime(settings: PostfixSettings) -> CheckResult:
+    """Can mail_owner load everything the dispatcher imports after it drops root?
+
+    The same verification the dispatcher runs at start (holdscan.privileges), in a
+    child process that drops to mail_owner the way the dispatcher does.
+    """
+    from holdscan.privileges import verify_as
+    name = "runtime"
+    user = settings.mail_owner
+    try:
+        owner_uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return _skip(name, f"mail_owner {user!r} is not a user on this host")
+    if os.geteuid() not in (0, owner_uid):
+        return _skip(name, f"run holdscan check as root to see what mail_owner {user} can load")
+    problem = verify_as(user)
+    if problem is not None:
+        return _fail(name, problem.what, problem.fix)
+    return _ok(name, f"mail_owner {user} can load everything the dispatcher needs "
+                     f"({sys.executable})")
+
+
 # -- the broker ---------------------------------------------------------------------
 
 def redact(url: str) -> str:
@@ -519,13 +541,15 @@ def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
     results.append(postfix_result)
     if settings is None:
         why = "needs Postfix's settings"
-        results += [_skip(n, why) for n in ("hold rule", "one file system", "spool owner", "user")]
+        results += [_skip(n, why) for n in ("hold rule", "one file system", "spool owner", "user",
+                                            "runtime")]
     else:
         s = settings
         results.append(_guarded("hold rule", lambda: check_hold_rule(cfg)))
         results.append(_guarded("one file system", lambda: check_filesystem(cfg, s)))
         results.append(_guarded("spool owner", lambda: check_owner(cfg, s)))
         results.append(_guarded("user", lambda: check_user(s)))
+        results.append(_guarded("runtime", lambda: check_runtime(s)))
     results.append(_guarded("broker", lambda: check_broker(cfg.broker.url)))
     if cfg.content_url != cfg.broker.url:
         results.append(_guarded("content store", lambda: check_broker(

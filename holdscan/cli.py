@@ -11,12 +11,12 @@ import hashlib
 import json
 import logging
 import os
-import pwd
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from holdscan.privileges import check_identity, drop_privileges, verify_runtime
 from shared import config as config_mod
 from shared.config import Config, ConfigError
 
@@ -50,24 +50,6 @@ def _spool(cfg: Config):
     return Spool(settings, cfg.dispatcher.state_dir, cfg.dispatcher.quarantine_dir)
 
 
-def check_identity(user: str) -> None:
-    """The dispatcher runs as root (and drops to mail_owner) or as mail_owner itself."""
-    pw = pwd.getpwnam(user)
-    if os.geteuid() not in (0, pw.pw_uid):
-        raise UsageError(f"holdscan dispatch must run as root (it then becomes {user}) or as "
-                         f"Postfix's mail_owner {user}; you are uid {os.geteuid()}")
-
-
-def drop_privileges(user: str) -> None:
-    """Run as Postfix's mail_owner: files we create must belong to it, and a root-owned
-    file in incoming makes qmgr exit."""
-    pw = pwd.getpwnam(user)
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
-
-
 # -- dispatch -----------------------------------------------------------------------------
 def cmd_dispatch(args: argparse.Namespace) -> int:
     from dispatcher.service import Dispatcher
@@ -89,6 +71,9 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     spool.prepare()
     if not args.no_drop_privileges:
         drop_privileges(spool.settings.mail_owner)
+    # Everything imported from here on is read as mail_owner: fail now, in one line, not at
+    # the first lazy import with mail piling up in hold.
+    verify_runtime(spool.settings.mail_owner)
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # Every message in flight keeps its hold file open (the flock lives on that descriptor).
