@@ -1,5 +1,11 @@
 """Durable attempt counts per held queue file, so a message that kills workers
-(or the dispatcher) is given up on after N tries instead of looping forever.
+is given up on after N tries instead of looping forever.
+
+What counts as an attempt: a worker started scanning the message (it said so,
+contract.Started) and then gave no verdict (it died, or hit its time limit),
+or gave an `error` verdict that blames these bytes (error_kind "message").
+What does not: a message no worker took (workers stopped), and an error
+verdict for a component that is down (clamd unreachable) — those wait.
 
 One row per queue file still in hold: (queue ID, inode, attempts, last error).
 SQLite in WAL mode with synchronous=NORMAL survives a killed process (the
@@ -48,6 +54,15 @@ class Attempts:
             self.db.execute("ROLLBACK")
             raise
         return out
+
+    def uncount_many(self, queue_ids: list[str]) -> None:
+        """Take back one attempt each: it turned out not to be the message's fault."""
+        if queue_ids:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "UPDATE attempts SET attempts = MAX(0, attempts - 1) WHERE queue_id = ?",
+                    [(q,) for q in queue_ids])
 
     def note_error(self, queue_id: str, error: str) -> None:
         self.db.execute("UPDATE attempts SET last_error = ?, updated = ? WHERE queue_id = ?",

@@ -1,8 +1,12 @@
-"""The quarantine store: one directory per stopped message, as written by Spool.quarantine.
+"""The quarantine store: one directory per stopped message.
 
-QUARANTINE/<id>/queuefile   the queue file exactly as Postfix wrote it
+QUARANTINE/<id>/queuefile   the queue file exactly as Postfix wrote it (the held
+                            file itself, renamed here: never a copy)
 QUARANTINE/<id>/meta.json   envelope, verdict, reason, time; after a release
                             also released_at, released_as, released_to
+
+An entry is built by the spool's operations through QuarantineDir (below),
+the only code that creates entries; QuarantineStore manages stored ones.
 
 Managing it (`holdscan quarantine ...`) takes QUARANTINE/.lock, so two
 commands, or a command and the dispatcher's daily expiry, never work on the
@@ -39,21 +43,93 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dispatcher import queuefile
-from dispatcher.crashpoints import crashpoint
-from dispatcher.journal import fsync_dir
-from dispatcher.spool import Spool
+from dispatcher import durable, queuefile
+from dispatcher.durable import fsync_dir
+from shared.crashpoints import crashpoint
+
+if TYPE_CHECKING:
+    from dispatcher.spool import Spool
 
 log = logging.getLogger("holdscan.quarantine")
 
 LOCK = ".lock"
+_BUILDING = ".tmp-"
 _DELETED = ".deleted-"
 _KEEP = frozenset({"queuefile", "meta.json"})
 _ID_RE = re.compile(r"[0-9A-Za-z]+-[0-9]+")
 _DURATION_RE = re.compile(r"([0-9]+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class QuarantineDir:
+    """How an entry comes to be: the one writer of the store's layout.
+
+    prepare  QUARANTINE/.tmp-<id>/meta.json, fsync'd     (before the journal commit)
+    custody  QUARANTINE/.tmp-<id>/queuefile: the spool renames the held file
+             here to take it (the take is the operation's commit point)
+    store    rename .tmp-<id> -> <id>, fsync              (listed from now on)
+    abandon  remove a .tmp-<id> that never received its queue file
+
+    An entry is *taken* once its queue file is in the entry, built or stored:
+    from then on it holds the only copy of the message and is never removed
+    except by a delete.
+    """
+
+    def __init__(self, directory: Path, owner: tuple[int, int] | None) -> None:
+        self.dir = directory
+        self.owner = owner
+
+    def building(self, entry_id: str) -> Path:
+        return self.dir / f"{_BUILDING}{entry_id}"
+
+    def custody(self, entry_id: str) -> Path:
+        return self.building(entry_id) / "queuefile"
+
+    def prepare(self, entry_id: str, meta: dict[str, Any]) -> None:
+        final, tmp = self.dir / entry_id, self.building(entry_id)
+        if final.exists():
+            raise FileExistsError(f"quarantine entry {final} exists already")
+        tmp.mkdir(mode=0o700, exist_ok=True)
+        if self.owner:
+            # The quarantine commands and the dispatcher (as mail_owner) must be
+            # able to read and remove every entry, whoever stored it.
+            os.chown(tmp, *self.owner)
+        durable.write_file(tmp / "meta.json", json.dumps(meta, indent=1).encode(),
+                           owner=self.owner, sync_dir=False)
+        fsync_dir(tmp)
+        fsync_dir(self.dir)
+
+    def is_prepared(self, entry_id: str) -> bool:
+        return (self.building(entry_id) / "meta.json").is_file()
+
+    def is_taken(self, entry_id: str) -> bool:
+        return self.custody(entry_id).exists() or (self.dir / entry_id / "queuefile").exists()
+
+    def store(self, entry_id: str) -> None:
+        """Move a taken entry into place (idempotent)."""
+        tmp = self.building(entry_id)
+        if tmp.exists() and not (self.dir / entry_id).exists():
+            os.rename(tmp, self.dir / entry_id)
+            fsync_dir(self.dir)
+
+    def abandon(self, entry_id: str) -> None:
+        """Remove an entry under construction that never got its queue file."""
+        tmp = self.building(entry_id)
+        if not tmp.exists():
+            return
+        if (tmp / "queuefile").exists():
+            raise RuntimeError(f"refusing to remove {tmp}: it holds a message")
+        shutil.rmtree(tmp)
+        fsync_dir(self.dir)
+
+    def leftovers(self) -> list[str]:
+        """IDs of entries still under construction."""
+        if not self.dir.is_dir():
+            return []
+        return [p.name[len(_BUILDING):] for p in self.dir.iterdir()
+                if p.name.startswith(_BUILDING) and p.is_dir()]
 
 
 class QuarantineError(ValueError):
@@ -235,7 +311,7 @@ class QuarantineStore:
                                   f"look at it with postcat {e.path / 'queuefile'}") from None
 
     def _into_incoming(self, src: Path) -> None:
-        self.spool.enter_incoming(src)
+        self.spool.move_into_incoming(src)
         self.spool.wake_qmgr()
 
     # -- delete and expire ---------------------------------------------------------------------
@@ -304,17 +380,8 @@ class QuarantineStore:
         return done
 
     def _write_meta(self, e: QuarantineEntry, meta: dict[str, Any]) -> None:
-        tmp = e.path / ".meta.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(meta, indent=1).encode())
-            if os.geteuid() == 0:
-                os.fchown(fd, *self.spool.owner)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, e.path / "meta.json")
-        fsync_dir(e.path)
+        durable.write_file(e.path / "meta.json", json.dumps(meta, indent=1).encode(),
+                           owner=self.spool.owner if os.geteuid() == 0 else None)
         e.meta = meta
 
 

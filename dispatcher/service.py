@@ -30,6 +30,7 @@ rewrite (Spool.rewrite with a quarantine copy). Notices go out afterwards
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -44,19 +45,20 @@ from typing import Any, Protocol
 
 from dispatcher import queuefile
 from dispatcher.attempts import Attempts
-from dispatcher.crashpoints import crashpoint
-from dispatcher.journal import fsync_dir
+from dispatcher.durable import fsync_dir
+from dispatcher.journal import JournalError
 from dispatcher.metrics import Metrics
 from dispatcher.notify import Notice, Notifier
 from dispatcher.policy import Group, Policy, policy_verdict, subject_tag
 from dispatcher.quarantine import QuarantineStore
-from dispatcher.spool import Claim, Spool
+from dispatcher.spool import Claim, MessageGone, Spool
 from dispatcher.status import Status
-from dispatcher.transport import TransportError
+from dispatcher.transport import TransportError, reply_key
 from dispatcher.watcher import Watcher
 from shared import mimeparts
 from shared.config import Config
-from shared.contract import ContractError, Finding, HeaderEdit, ScanRequest, Verdict
+from shared.contract import ContractError, Finding, HeaderEdit, ScanRequest, Started, Verdict
+from shared.crashpoints import crashpoint
 from shared.logging import event
 
 log = logging.getLogger("holdscan.dispatcher")
@@ -74,13 +76,21 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+# How long after a worker started a batch its verdict may take: the worker's hard time
+# limit (broker.task_time_limit) plus this, for the verdict's way back.
+VERDICT_MARGIN = 30.0
+
+
 @dataclass
 class InFlight:
     claim: Claim
     qf: queuefile.QueueFile
     message: bytes
+    sha256: str = ""
     request: ScanRequest | None = None
     sent_at: float = 0.0          # 0: not handed over yet
+    started_at: float = 0.0       # 0: no worker has said it started this message
+    solo: bool = False            # send alone: its last batch died without a verdict
 
 
 @dataclass
@@ -100,7 +110,7 @@ class Dispatcher:
         self.d = cfg.dispatcher
         self.spool = spool
         self.transport = transport
-        self.id = dispatcher_id or socket.gethostname()
+        self.id = dispatcher_id or default_dispatcher_id()
         self.once = once
         self.metrics = Metrics()
         self.policy = Policy.from_config(cfg)
@@ -114,7 +124,10 @@ class Dispatcher:
         self.unsent: list[str] = []                    # claimed, waiting for the next batch
         self.retry_at: dict[str, float] = {}           # queue ID -> not before (error backoff)
         self.errors_in_a_row: dict[str, int] = {}
-        self.unparseable: set[tuple[str, int]] = set()
+        self.left_for_human: set[tuple[str, int]] = set()   # unparseable, or policy "hold"
+        self.parked: dict[str, list[str]] = {}      # queue ID -> its Postfix logs
+        self.waiting: dict[str, str] = {}           # queue ID -> why it waits (error verdicts)
+        self.unsettled: set[str] = set()            # journal entries to settle again
         self.component_state: dict[str, str] = {}
         self.stats = Stats()
         self._dirty_dirs: set[Path] = set()            # directories to fsync (_finish_batch)
@@ -127,11 +140,14 @@ class Dispatcher:
 
     # -- life cycle -------------------------------------------------------------------
     def run(self) -> int:
+        self.spool.lock_dispatcher()
         report = self.spool.recover()
-        if report.rolled_forward or report.orphans_removed:
+        if report.finished or report.undone or report.orphans_removed \
+                or report.returned_to_hold:
             event(log, logging.INFO, "recovered after an unclean stop",
-                  rolled_forward=len(report.rolled_forward),
-                  orphans_removed=len(report.orphans_removed))
+                  finished=len(report.finished), undone=len(report.undone),
+                  orphans_removed=len(report.orphans_removed),
+                  returned_to_hold=len(report.returned_to_hold))
         try:
             for what in self.quarantine_store.recover(wait=False):
                 event(log, logging.INFO, "quarantine recovered", what=what)
@@ -195,13 +211,13 @@ class Dispatcher:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         waiting = len(self.retry_at)
-        unparseable = len(self.unparseable)
+        unparseable = len(self.left_for_human)
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.stats.verdicts.items()))
         print(f"holdscan: {outcomes or 'nothing to do'}", file=sys.stderr)
         if waiting or unparseable:
             print(f"holdscan: {waiting} message(s) stay in hold after a scan error and "
-                  f"{unparseable} could not be parsed; see the log above, then run again",
-                  file=sys.stderr)
+                  f"{unparseable} are left for a human (unparseable, or policy `hold`); see "
+                  "the log above, then run again", file=sys.stderr)
             return 1
         return 0
 
@@ -277,18 +293,31 @@ class Dispatcher:
             qid = path.name
             if qid in self.in_flight or self.retry_at.get(qid, 0) > now:
                 continue
+            if qid in self.unsettled and not self._settle(qid):
+                continue
             claim = self.spool.claim(path)
             if claim is None:
                 continue
-            if (qid, claim.inode) in self.unparseable:
+            if (qid, claim.inode) in self.left_for_human:
                 claim.close()
                 continue
+            logs = self.spool.message_logs(qid)
+            if logs and not self._scan_requested(qid, claim.inode):
+                # Queued before (cleanup never writes these logs): somebody parked it in
+                # hold on purpose. Not ours until `holdscan scan ID`.
+                claim.close()
+                if qid not in self.parked:
+                    event(log, logging.INFO, "parked by someone else; left in hold (holdscan "
+                          "scan ID to scan and release it)", queue_id=qid, logs=",".join(logs))
+                self.parked[qid] = logs
+                continue
+            self.parked.pop(qid, None)
             crashpoint("dispatch.after_claim")
             try:
                 qf = queuefile.parse(claim.read_bytes())
                 message = qf.message_bytes(b"\r\n")
             except queuefile.QueueFileError as e:
-                self.unparseable.add((qid, claim.inode))
+                self.left_for_human.add((qid, claim.inode))
                 claim.close()
                 self.metrics.errors.labels("unparseable").inc()
                 self.stats.error(f"{qid}: cannot parse: {e}")
@@ -296,7 +325,8 @@ class Dispatcher:
                       "human (inspect with `postcat -q ID`, release unscanned with "
                       "`postsuper -H ID`)", queue_id=qid, error=str(e))
                 continue
-            self.in_flight[qid] = InFlight(claim, qf, message)
+            self.in_flight[qid] = InFlight(claim, qf, message,
+                                           hashlib.sha256(message).hexdigest())
             self.unsent.append(qid)
         self.metrics.in_flight.set(len(self.in_flight))
 
@@ -309,69 +339,102 @@ class Dispatcher:
         self.unsent = []
         if not ids:
             return True
-        counts = self.attempts.increment_many([(q, self.in_flight[q].claim.inode) for q in ids])
-        batch: list[tuple[ScanRequest, bytes]] = []
         now = time.time()
+        batch: list[tuple[ScanRequest, bytes]] = []
         for qid in ids:
             inf = self.in_flight[qid]
-            if counts[qid] > self.d.max_attempts:
-                self._give_up(inf, counts[qid] - 1)
-                continue
             qf = inf.qf
             inf.request = ScanRequest(
-                queue_id=qid, attempt=counts[qid], sender=qf.sender,
-                recipients=[r.address for r in qf.recipients if not r.done],
+                queue_id=qid, attempt=self.attempts.get(qid, inf.claim.inode) + 1,
+                sender=qf.sender, recipients=[r.address for r in qf.recipients if not r.done],
                 content_key=self.transport.key(qid), size=len(inf.message),
-                reply_to=f"holdscan:verdicts:{self.id}", submitted_at=now)
+                reply_to=reply_key(self.id), submitted_at=now, inode=inf.claim.inode,
+                sha256=inf.sha256)
             batch.append((inf.request, inf.message))
-        if not batch:
-            return True
-        for i in range(0, len(batch), self.d.batch_size):
-            chunk = batch[i:i + self.d.batch_size]
+        # A message whose batch died without a verdict goes alone, so that one poison
+        # message cannot use up the attempts of the others it was batched with.
+        chunks = [[item] for item in batch if self.in_flight[item[0].queue_id].solo]
+        rest = [item for item in batch if not self.in_flight[item[0].queue_id].solo]
+        chunks += [rest[i:i + self.d.batch_size] for i in range(0, len(rest), self.d.batch_size)]
+        for n, chunk in enumerate(chunks):
             try:
                 self.transport.submit(chunk, expires=now + self.d.verdict_deadline)
             except TransportError as e:
-                # Not handed over: undo the count, keep the claims, try again after a pause.
-                for r, _ in batch[i:]:
-                    self.attempts.note_error(r.queue_id, f"not sent: {e}")
-                self._decrement([r.queue_id for r, _ in batch[i:]])
-                self.unsent = [r.queue_id for r, _ in batch[i:]] + self.unsent
+                # Not handed over: keep the claims, try again after a pause.
+                unsent = [r.queue_id for c in chunks[n:] for r, _ in c]
+                self.unsent = unsent + self.unsent
                 self._state_change("broker", f"down: {e}")
                 self._submit_backoff_until = time.monotonic() + self._submit_backoff
                 self._submit_backoff = min(self._submit_backoff * 2, 30)
                 return False
             crashpoint("dispatch.after_submit")
             for r, _ in chunk:
-                self.in_flight[r.queue_id].sent_at = time.monotonic()
+                inf = self.in_flight[r.queue_id]
+                inf.sent_at, inf.started_at = time.monotonic(), 0.0
             self.metrics.attempts.inc(len(chunk))
         self._state_change("broker", "up")
         self._submit_backoff = 0.5
         return True
 
-    def _decrement(self, queue_ids: list[str]) -> None:
-        for q in queue_ids:
-            self.attempts.db.execute(
-                "UPDATE attempts SET attempts = MAX(0, attempts - 1) WHERE queue_id = ?", (q,))
+    def _started(self, notice: Started) -> None:
+        """A worker has started scanning these: from now on each counts as an attempt."""
+        mine = [q for q in notice.queue_ids if q in self.in_flight
+                and self.in_flight[q].request is not None]
+        if not mine:
+            return
+        self._state_change("workers", "up")
+        if notice.worker:
+            self.stats.workers_seen[notice.worker] = time.time()
+        counts = self.attempts.increment_many([(q, self.in_flight[q].claim.inode)
+                                               for q in mine])
+        now = time.monotonic()
+        for qid in mine:
+            self.in_flight[qid].started_at = now
+            if counts[qid] > self.d.max_attempts:
+                # Started more often than allowed, never a verdict: it kills its workers.
+                self._give_up(self.in_flight[qid], counts[qid] - 1)
 
     def _resend_overdue(self) -> None:
+        """No verdict in time. Started by a worker and past its time limit: that worker
+        died on it (an attempt, already counted); send it again, alone. Never started:
+        no worker took it (stopped, hung, another queue): send again without counting,
+        and say loudly that nobody is scanning."""
         now = time.monotonic()
+        started_deadline = self.cfg.broker.task_time_limit + VERDICT_MARGIN
+        idle = 0
         for qid, inf in self.in_flight.items():
-            if inf.sent_at and now - inf.sent_at > self.d.verdict_deadline:
-                inf.sent_at = 0.0
-                if qid not in self.unsent:
-                    self.unsent.append(qid)
-                event(log, logging.WARNING, "no verdict in time; sending again", queue_id=qid,
-                      attempt=inf.request.attempt if inf.request else 0)
+            if not inf.sent_at:
+                continue
+            if inf.started_at:
+                if now - inf.started_at <= started_deadline:
+                    continue
+                inf.solo = True
+                event(log, logging.WARNING, "a worker started this message and gave no "
+                      "verdict; sending it again, alone", queue_id=qid,
+                      attempts=self.attempts.get(qid, inf.claim.inode))
+            elif now - inf.sent_at > self.d.verdict_deadline:
+                idle += 1
+            else:
+                continue
+            inf.sent_at = inf.started_at = 0.0
+            if qid not in self.unsent:
+                self.unsent.append(qid)
+        if idle:
+            self._state_change("workers", f"down: no worker started {idle} message(s) within "
+                               f"{self.d.verdict_deadline:g}s; they wait in hold and are sent "
+                               "again (is any `holdscan worker` consuming queue "
+                               f"{self.cfg.broker.queue!r}?)")
 
-    def _give_up(self, inf: InFlight, attempts: int) -> None:
+    def _give_up(self, inf: InFlight, attempts: int, reason: str = "") -> None:
         qid = inf.claim.queue_id
-        reason = f"no verdict after {attempts} attempts (a message that kills scanners?)"
+        reason = reason or f"no verdict after {attempts} attempts (a message that kills scanners?)"
         self.metrics.errors.labels("gave_up").inc()
         # The policy's `error` action decides, as if a worker had said so.
         v = Verdict(queue_id=qid, attempt=attempts, action="error",
                     findings=[Finding("dispatcher", "error", reason)],
-                    header_edits=self._status_edit(f"unscanned ({reason})"))
-        self._finish_batch(self._carry_out(inf, v, gave_up=True))
+                    header_edits=self._status_edit(f"unscanned ({reason})"),
+                    error_kind="message")
+        self._finish_batch(self._apply_safely(inf, v, gave_up=True))
 
     def _status_edit(self, text: str) -> list[HeaderEdit]:
         h = self.cfg.headers
@@ -382,6 +445,9 @@ class Dispatcher:
         released = False
         for raw in raw_verdicts:
             try:
+                if isinstance(raw, dict) and "started" in raw:
+                    self._started(Started.from_dict(raw))
+                    continue
                 verdict = Verdict.from_dict(raw)
             except ContractError as e:
                 self.metrics.errors.labels("bad_verdict").inc()
@@ -391,27 +457,72 @@ class Dispatcher:
             inf = self.in_flight.get(verdict.queue_id)
             if inf is None or inf.request is None:
                 continue        # late, duplicate, or for a message already handled
+            if (verdict.inode, verdict.sha256) != (inf.claim.inode, inf.sha256):
+                # From an earlier claim, a redelivery, or a recycled queue ID: about other
+                # bytes than the ones we hold. Never apply it; this message is scanned again.
+                self.metrics.errors.labels("stale_verdict").inc()
+                event(log, logging.WARNING, "refusing a verdict computed for other bytes; "
+                      "scanning again", queue_id=verdict.queue_id, verdict_inode=verdict.inode,
+                      inode=inf.claim.inode, verdict_sha256=verdict.sha256[:16],
+                      sha256=inf.sha256[:16])
+                if inf.sent_at and verdict.worker:
+                    inf.sent_at = inf.started_at = 0.0
+                    if verdict.queue_id not in self.unsent:
+                        self.unsent.append(verdict.queue_id)
+                continue
             if verdict.worker:
                 self.stats.workers_seen[verdict.worker] = time.time()
             self.metrics.scan_latency.observe(max(0.0, time.time() - inf.request.submitted_at))
-            try:
-                released |= self._apply(inf, verdict)
-            except OSError as e:
-                # The spool refused (disk full, permissions): leave it in hold, try later.
-                self.metrics.errors.labels("apply").inc()
-                self.stats.error(f"{verdict.queue_id}: {e}")
-                event(log, logging.ERROR, "could not apply verdict; message stays in hold",
-                      queue_id=verdict.queue_id, action=verdict.action, error=str(e))
-                inf.claim.close()
-                self.retry_at[verdict.queue_id] = time.monotonic() + 30
-                self._done(verdict.queue_id, verdict.action, "failed", keep_attempts=True)
+            released |= self._apply_safely(inf, verdict)
         self._finish_batch(released)
+
+    def _apply_safely(self, inf: InFlight, verdict: Verdict, gave_up: bool = False) -> bool:
+        """Apply one verdict; whatever goes wrong costs this message a retry, never the
+        dispatcher its life. True if something went into incoming."""
+        qid = inf.claim.queue_id
+        try:
+            if gave_up:
+                return self._carry_out(inf, verdict, gave_up=True)
+            return self._apply(inf, verdict)
+        except MessageGone as e:
+            # postsuper -d/-H/-r while it was scanned: Postfix's again, untouched by us.
+            event(log, logging.WARNING, "message left hold while it was scanned; verdict "
+                  "dropped, nothing done", queue_id=qid, action=verdict.action, why=str(e))
+            self._done(qid, verdict.action, "gone")
+            return False
+        except Exception as e:  # noqa: BLE001  (any one message's failure is that message's)
+            self.metrics.errors.labels("apply").inc()
+            self.stats.error(f"{qid}: {type(e).__name__}: {e}")
+            event(log, logging.ERROR, "could not apply verdict; message stays in hold, tried "
+                  "again in 30s", queue_id=qid, action=verdict.action,
+                  error=f"{type(e).__name__}: {e}")
+            if self.spool.journal.path(qid).exists():
+                self.unsettled.add(qid)
+            inf.claim.close()
+            self.retry_at[qid] = time.monotonic() + 30
+            self._done(qid, verdict.action, "failed", keep_attempts=True)
+            return False
+
+    def _settle(self, qid: str) -> bool:
+        """Settle an operation that failed half-way; True once nothing is pending."""
+        try:
+            entry = self.spool.journal.get(qid)
+            if entry is not None:
+                outcome = self.spool.settle(entry)
+                event(log, logging.INFO, "settled an interrupted operation", queue_id=qid,
+                      kind=entry.kind, outcome=outcome)
+        except (OSError, JournalError) as e:
+            event(log, logging.ERROR, "cannot settle an interrupted operation yet",
+                  queue_id=qid, error=str(e))
+            return False
+        self.unsettled.discard(qid)
+        return True
 
     def _finish_batch(self, released: bool) -> None:
         """Once per batch of verdicts, not per message: make the renames durable before
         qmgr is told about them, and drop content keys and attempt rows in one go."""
         if released:
-            for d in self._dirty_dirs | {self.spool.hold_dir}:
+            for d in self._dirty_dirs:
                 fsync_dir(d)
             self._dirty_dirs.clear()
             self.spool.wake_qmgr()
@@ -426,26 +537,50 @@ class Dispatcher:
         """Apply one verdict. True if something went into incoming."""
         qid = v.queue_id
         crashpoint("apply.before")
+        if v.action == "error" and v.error_kind == "message":
+            # These bytes broke a scanner: an attempt (counted when it started). After
+            # max_attempts, the policy's `error` action, as for a message that kills workers.
+            n = self.attempts.get(qid, inf.claim.inode)
+            reason = "; ".join(v.reasons) or "error"
+            self.attempts.note_error(qid, reason)
+            if n >= self.d.max_attempts:
+                self.waiting.pop(qid, None)
+                return self._carry_out(inf, v, gave_up=True, why=f"scanners failed on it "
+                                       f"{n} times: {reason}")
+            return self._wait(inf, v, n, f"scanner failed on it ({n} of "
+                                        f"{self.d.max_attempts}): {reason}")
         if v.action == "error":
-            n = self.errors_in_a_row.get(qid, 0) + 1
-            self.errors_in_a_row[qid] = n
-            delay = min(2.0 ** n, 300.0)
-            self.retry_at[qid] = time.monotonic() + delay
-            # The message did not kill anything: this try does not count towards max_attempts.
-            self._decrement([qid])
-            inf.claim.close()
+            # A component is down: nobody's fault here, so it does not count; wait.
+            self.attempts.uncount_many([qid])
             self._state_change("scanning", f"down: {'; '.join(v.reasons) or 'error'}")
-            event(log, logging.INFO, "scan error; message stays in hold", queue_id=qid,
-                  retry_in=f"{delay:.0f}s", reasons="; ".join(v.reasons))
-            self._done(qid, v.action, "held", keep_attempts=True)
-            return False
+            return self._wait(inf, v, self.errors_in_a_row.get(qid, 0) + 1,
+                              f"waiting for a scanner: {'; '.join(v.reasons) or 'error'}")
         self._state_change("scanning", "up")
         self.errors_in_a_row.pop(qid, None)
+        self.waiting.pop(qid, None)
         return self._carry_out(inf, v)
 
-    def _carry_out(self, inf: InFlight, v: Verdict, gave_up: bool = False) -> bool:
+    def _wait(self, inf: InFlight, v: Verdict, n: int, why: str) -> bool:
+        qid = v.queue_id
+        self.errors_in_a_row[qid] = n
+        delay = min(2.0 ** n, 300.0)
+        self.retry_at[qid] = time.monotonic() + delay
+        self.waiting[qid] = why
+        inf.claim.close()
+        event(log, logging.INFO, "scan error; message stays in hold", queue_id=qid,
+              retry_in=f"{delay:.0f}s", kind=v.error_kind, reasons="; ".join(v.reasons))
+        self._done(qid, v.action, "held", keep_attempts=True)
+        return False
+
+    def _carry_out(self, inf: InFlight, v: Verdict, gave_up: bool = False,
+                   why: str = "") -> bool:
         """Do what the policy says for each recipient. True if something went into incoming."""
         qid = inf.claim.queue_id
+        if why:
+            v = Verdict(queue_id=qid, attempt=v.attempt, action="error",
+                        findings=[Finding("dispatcher", "error", why)],
+                        header_edits=self._status_edit(f"unscanned ({why})"),
+                        error_kind="message")
         verdict = policy_verdict(v.action, v.extra)
         rcpts = [r.address for r in inf.qf.recipients if not r.done]
         groups = self.policy.groups(inf.qf.sender, rcpts, verdict) or \
@@ -456,7 +591,7 @@ class Dispatcher:
             # One recipient's hold keeps the whole message: a human decides for all.
             event(log, logging.WARNING, "left in hold for a human", queue_id=qid,
                   reason="; ".join(v.reasons))
-            self.unparseable.add((qid, inf.claim.inode))
+            self.left_for_human.add((qid, inf.claim.inode))
             inf.claim.close()
             self._done(qid, action_name, "held", keep_attempts=True)
             return False
@@ -465,8 +600,9 @@ class Dispatcher:
         split = len(groups) > 1
         edits = self._edits_for(groups[0].action, v)
         if groups[0].action == "deliver" and not split and not edits:
+            hold_parent = inf.claim.path.parent
             target = self.spool.release(inf.claim, sync=False)
-            self._dirty_dirs.add(target.parent)     # fsync'd by _finish_batch
+            self._dirty_dirs.update((target.parent, hold_parent))   # fsync'd by _finish_batch
             event(log, logging.INFO, "released", queue_id=qid, action=v.action)
             self._done(qid, v.action, "released")
             return True
@@ -608,11 +744,29 @@ class Dispatcher:
         if not keep_attempts:
             self._forget_attempts.append(qid)
             self.retry_at.pop(qid, None)
+            self.waiting.pop(qid, None)
+            self.errors_in_a_row.pop(qid, None)
+            self._scan_request_done(qid)
         self.stats.verdicts[outcome] = self.stats.verdicts.get(outcome, 0) + 1
         self.metrics.verdicts.labels(action, outcome).inc()
         self.metrics.in_flight.set(len(self.in_flight))
         if inf is not None:
             inf.claim.close()
+
+    # -- mail parked by someone else --------------------------------------------------------
+    def _scan_requested(self, qid: str, inode: int) -> bool:
+        """`holdscan scan ID` asked for this parked message to be scanned as new mail."""
+        try:
+            text = (self.spool.scan_requests_dir / qid).read_text().strip()
+        except FileNotFoundError:
+            return False
+        return text in ("", str(inode))
+
+    def _scan_request_done(self, qid: str) -> None:
+        try:
+            os.unlink(self.spool.scan_requests_dir / qid)
+        except FileNotFoundError:
+            pass
 
     # -- state and status -------------------------------------------------------------------
     def _state_change(self, component: str, state: str) -> None:
@@ -636,6 +790,8 @@ class Dispatcher:
             "pid": os.getpid(), "id": self.id, "time": time.time(),
             "hold_depth": getattr(self, "_hold_depth", 0), "in_flight": len(self.in_flight),
             "waiting_retry": sum(1 for t in self.retry_at.values() if t > time.monotonic()),
+            "waiting": dict(self.waiting),
+            "parked": dict(self.parked),
             "components": self.component_state, "outcomes": self.stats.verdicts,
             "workers_seen": self.stats.workers_seen, "last_errors": self.stats.last_errors,
             "notices_last_hour": self.notifier.limit.summary() if self.notifier.enabled else {},
@@ -647,6 +803,11 @@ class Dispatcher:
             sys.stderr.write(f"\rholdscan: {done}/{max(total, done)} handled, "
                              f"{len(self.in_flight)} in flight ")
             sys.stderr.flush()
+
+
+def default_dispatcher_id() -> str:
+    """This host's name: the dispatcher's ID, and so the name of its reply list."""
+    return socket.gethostname()
 
 
 def _subject(message: bytes) -> str:

@@ -1,24 +1,64 @@
-"""Operations on Postfix's spool, each obeying the rules in design.md.
+"""Operations on Postfix's spool, and the rules they obey.
 
-claim      take a ready hold file under flock(LOCK_EX|LOCK_NB)         (rules 9, 10)
-release    rename hold/ID -> incoming/ID: same inode, same name        (rules 4, 5)
-rewrite    new file(s) named from their own inode, fsync'd, then 0700;
-           the original is retired only after the journal commit      (rules 5, 7, 8, 9)
-           (none: discard; with a quarantine copy too: a split)
-quarantine an fsync'd copy in the quarantine store, then unlink        (rule 7)
-recover    finish what a killed dispatcher left, from the journal      (rule 7)
+The rules are Postfix's author's, numbered as he numbered them; docs/rules.md
+has the same table with the test that proves each one.
 
-Queue files are never modified in place, and never copied into a queue:
-files enter Postfix's queues only by rename (rule 4). Everything holdscan
-keeps (temp files, journal, quarantine) must be on the queue's file system
-(rule 2), so those renames cannot turn into copies.
+ rule                                      what this module does
+ 2  one file system for every queue        prepare() refuses hold, incoming, state and
+                                           quarantine directories on different devices
+ 4  move queue files only by rename        release, take, store and move_into_incoming
+                                           are os.rename; nothing is copied into a queue
+ 5  name <-> inode                         released files keep their name; new files
+                                           are named from their own inode (write_new_file)
+ 7  crash-proof, nothing to undo by hand   every operation is journaled and settled at
+                                           start (recover); see the table below
+ 8  never modify a queue file in place     a rewrite writes new files; the original is
+                                           only ever renamed, never written
+ 9  ready (0700) only once stable          new files are written 0600, fsync'd, then
+                                           chmod 0700 and fsync'd again
+ 10 never touch a file under lock          claim() takes flock(LOCK_EX|LOCK_NB); busy = not now
+
+What can happen to a held file while it is claimed, and by whom:
+
+ actor                     what it does              what holdscan does
+ postsuper -d ID           unlinks hold/ID           the take fails (ENOENT): the operation is
+                                                     undone, nothing is delivered or stored
+ postsuper -H ID / -r ID   renames it out of hold    the same: the message is Postfix's again
+ postsuper -h, other HOLD  parks mail in hold        mail with defer/bounce/trace logs was queued
+                                                     before: left alone (Dispatcher.parked)
+ qmgr                      flocks incoming files     our lock is held only while scanning
+ a second dispatcher       the same operations       refused at start (lock_dispatcher)
+ power loss                drops unsynced changes    every step is fsync'd in the order below
+
+How an operation that replaces the held file runs (rewrite, quarantine, split):
+
+    prepare   new files in tmp/ (0600, fsync, 0700), the quarantine entry's meta
+    commit    journal entry naming all of it (fsync'd)
+    take      rename hold/ID into custody: taken/ID, or the quarantine entry.
+              While the claim's descriptor is open the inode is pinned, so a
+              name that still exists is ours; ENOENT means somebody else
+              (postsuper) moved the message first: undo, never roll forward.
+    finish    store the quarantine entry, move new files into incoming,
+              drop the custody copy, remove the journal entry
+
+Recovery (recover, at every start, and settle after any failure) reads the
+journal entry and looks where the original is:
+
+ journal entry, original in custody        -> finish: entry stored, new files into
+                                              incoming, custody copy removed
+ journal entry, original not in custody    -> undo: remove its new files and its
+                                              half-built entry; the message, if still
+                                              in hold, is scanned again
+ file in tmp/ that no entry names          -> never committed: remove it
+ entry under construction, no journal      -> without a queue file: remove it; with one
+                                              (cannot happen, but): store it, never lose it
+ file in custody that no entry names       -> put it back into hold (scanned again)
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import pwd
@@ -29,29 +69,39 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dispatcher import queueid
-from dispatcher.crashpoints import crashpoint
-from dispatcher.journal import Entry, Journal, fsync_dir
+from dispatcher import durable, queueid
+from dispatcher.durable import fsync_dir
+from dispatcher.journal import Entry, Journal
 from dispatcher.postfix import PostfixSettings
+from dispatcher.quarantine import QuarantineDir
+from shared.crashpoints import crashpoint
 
 log = logging.getLogger("holdscan.spool")
 
-# Logs Postfix keeps per queue ID; stale ones must not follow a released message.
+# Logs Postfix keeps per queue ID. Mail that has them was queued before (cleanup
+# never makes them): it was parked in hold by someone else, and they stay with it.
 PER_MESSAGE_LOGS = ("defer", "bounce", "trace")
 
+class SpoolError(OSError):
+    """The spool cannot be used as configured, or an operation could not be done;
+    the message says what to change."""
 
-class SpoolError(RuntimeError):
-    """The spool cannot be used as configured; the message says what to change."""
+
+class MessageGone(SpoolError):
+    """The message left its queue while we held it (postsuper -d, -H, -r): it is
+    not ours any more, and nothing was done to it."""
 
 
 @dataclass
 class Claim:
-    """A hold file we have opened and locked. The lock lives as long as `fd`."""
+    """A queue file we have opened and locked. The lock lives as long as `fd`,
+    and so does the inode: no other file can take this name meanwhile."""
 
     queue_id: str
     path: Path
     fd: int
     st: os.stat_result
+    queue: str = "hold"
 
     @property
     def inode(self) -> int:
@@ -68,9 +118,10 @@ class Claim:
 
 @dataclass
 class RecoveryReport:
-    rolled_forward: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    undone: list[str] = field(default_factory=list)
     orphans_removed: list[str] = field(default_factory=list)
-    skipped_locked: list[str] = field(default_factory=list)
+    returned_to_hold: list[str] = field(default_factory=list)
 
 
 class Spool:
@@ -82,6 +133,8 @@ class Spool:
         self.incoming_dir = self.queue_dir / "incoming"
         self.state_dir = Path(state_dir) if state_dir else self.queue_dir / "holdscan"
         self.tmp_dir = self.state_dir / "tmp"
+        self.custody_dir = self.state_dir / "taken"
+        self.scan_requests_dir = self.state_dir / "scan"     # `holdscan scan ID`
         self.journal = Journal(self.state_dir / "journal")
         self.quarantine_dir = (Path(quarantine_dir) if quarantine_dir
                                else self.state_dir / "quarantine")
@@ -91,25 +144,26 @@ class Spool:
             raise SpoolError(f"mail_owner {settings.mail_owner!r} is not a user on this host; "
                              "check `postconf mail_owner`") from None
         self.owner = (pw.pw_uid, pw.pw_gid)
+        self.quarantine_entries = QuarantineDir(self.quarantine_dir, self._owner_if_root())
+        self._lock_fd = -1
 
     # -- set-up ---------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create holdscan's directories and check rule 2. Raises SpoolError."""
+        """Create holdscan's directories (durably) and check rule 2. Raises SpoolError."""
         for d in (self.hold_dir, self.incoming_dir):
             if not d.is_dir():
                 raise SpoolError(f"{d} does not exist: is {self.queue_dir} Postfix's "
                                  "queue_directory? (`postconf -h queue_directory`)")
-        for d in (self.state_dir, self.tmp_dir, self.journal.dir, self.quarantine_dir):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                os.chown(d, *self.owner)
+        for d in (self.state_dir, self.tmp_dir, self.custody_dir, self.journal.dir,
+                  self.quarantine_dir, self.scan_requests_dir):
+            durable.make_dirs(d, 0o700, self._owner_if_root())
         self.check_same_filesystem()
 
     def check_same_filesystem(self) -> None:
         """Rule 2: hold, incoming and holdscan's own directories share one file system,
         so that every move between them is an atomic rename, never a copy."""
-        dirs = [self.hold_dir, self.incoming_dir, self.tmp_dir, self.journal.dir,
-                self.quarantine_dir]
+        dirs = [self.hold_dir, self.incoming_dir, self.tmp_dir, self.custody_dir,
+                self.journal.dir, self.quarantine_dir]
         devices = {d: os.stat(d).st_dev for d in dirs}
         if len(set(devices.values())) > 1:
             listing = ", ".join(f"{d} (device {dev})" for d, dev in devices.items())
@@ -117,6 +171,29 @@ class Spool:
                 "hold, incoming and holdscan's state and quarantine directories must be on one "
                 f"file system, so that messages move by rename only: {listing}. Put the "
                 "state_dir and quarantine_dir inside Postfix's queue_directory file system.")
+
+    def lock_dispatcher(self) -> None:
+        """One dispatcher per spool: a lock on the state directory, held for the life
+        of the process (the descriptor is never closed). Raises SpoolError if taken."""
+        if self._lock_fd >= 0:
+            return
+        path = self.state_dir / "dispatcher.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SpoolError(
+                f"another dispatcher (pid {holder}) is running on this spool ({path} is "
+                "locked); two would take each other's mail. Stop it first (systemctl stop "
+                "holdscan-dispatcher), or run this one against its own Postfix instance") \
+                from None
+        if os.geteuid() == 0:
+            os.fchown(fd, *self.owner)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
 
     # -- paths ----------------------------------------------------------------------
     def path(self, queue: str, queue_id: str) -> Path:
@@ -130,9 +207,20 @@ class Spool:
                  if "hold" in self.settings.hash_queue_names else 0)
         yield from _walk(self.hold_dir, depth)
 
+    def message_logs(self, queue_id: str) -> list[str]:
+        """Which of Postfix's per-message logs (defer, bounce, trace) this ID has."""
+        return [q for q in PER_MESSAGE_LOGS if self.path(q, queue_id).exists()]
+
+    def find(self, queue_id: str, queues: tuple[str, ...] = ("hold",)) -> Path | None:
+        for q in queues:
+            p = self.path(q, queue_id)
+            if p.exists():
+                return p
+        return None
+
     # -- claim ----------------------------------------------------------------------
     def claim(self, path: Path) -> Claim | None:
-        """Open and lock a hold file if, and only if, it is ours to take now.
+        """Open and lock a queue file if, and only if, it is ours to take now.
 
         None means "not now" — not a regular file, not a queue ID, not ready
         (Postfix renames into hold before it sets the executable bit), more
@@ -167,7 +255,9 @@ class Spool:
         except BaseException:
             os.close(fd)
             raise
-        return Claim(name, path, fd, st)
+        queue = path.relative_to(self.queue_dir).parts[0] if path.is_relative_to(
+            self.queue_dir) else "hold"
+        return Claim(name, path, fd, st, queue)
 
     def still_ours(self, claim: Claim) -> bool:
         try:
@@ -177,15 +267,25 @@ class Spool:
 
     # -- release --------------------------------------------------------------------
     def release(self, claim: Claim, sync: bool = True) -> Path:
-        """Rename hold/ID to incoming/ID. Same inode, same name (rules 4, 5)."""
+        """Rename hold/ID to incoming/ID. Same inode, same name (rules 4, 5).
+
+        Postfix's per-message logs stay where they are, as postsuper -H leaves
+        them. MessageGone if the file left hold meanwhile (postsuper). With
+        sync=False the caller fsyncs both directories (the target's parent and
+        claim.path.parent) before it tells qmgr.
+        """
         target = self.path("incoming", claim.queue_id)
         now = time.time()
         if claim.st.st_mtime > now:
             # qmgr leaves files with a future mtime alone until that time.
             os.utime(claim.fd, (now, now))
-        self._remove_message_logs(claim.queue_id)
         crashpoint("release.before_rename")
-        _rename_making_dirs(claim.path, target, self._owner_if_root())
+        try:
+            self._rename(claim.path, target)
+        except FileNotFoundError:
+            claim.close()
+            raise MessageGone(f"{claim.queue_id} left {claim.queue} while it was being "
+                              "scanned (postsuper?)") from None
         crashpoint("release.after_rename")
         if sync:
             fsync_dir(target.parent)
@@ -193,14 +293,16 @@ class Spool:
         claim.close()
         return target
 
-    def _remove_message_logs(self, queue_id: str) -> None:
-        for q in PER_MESSAGE_LOGS:
-            try:
-                os.unlink(self.path(q, queue_id))
-            except (FileNotFoundError, NotADirectoryError):
-                pass
+    def move_into_incoming(self, src: Path) -> Path:
+        """Rename a complete, ready queue file (named from its inode, on this file
+        system) into incoming under its own name; fsync both directories."""
+        target = self.path("incoming", src.name)
+        self._rename(src, target)
+        fsync_dir(target.parent)
+        fsync_dir(src.parent)
+        return target
 
-    # -- rewrite --------------------------------------------------------------------
+    # -- new queue files ---------------------------------------------------------------
     def write_new_file(self, data: bytes, directory: Path | None = None) -> str:
         """Create a complete, ready queue file in the temp dir, named from its inode.
 
@@ -208,7 +310,8 @@ class Spool:
         name, mode 0600, renamed to the ID built from the time and its own
         inode; written and fsync'd; only then chmod 0700 (rule 9). `directory`
         (on the queue's file system) instead of the temp dir: a quarantine
-        release keeps its file in the entry until it commits.
+        release keeps its file in the entry until it commits. The caller
+        fsyncs the directory.
         """
         where = directory or self.tmp_dir
         now = time.time()
@@ -220,9 +323,7 @@ class Spool:
             new_id = queueid.make_id(sec, usec, ino, self.settings.long_queue_ids)
             os.rename(temp, where / new_id)
             crashpoint("rewrite.after_create")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            durable.write_all(fd, data)
             if os.geteuid() == 0:
                 os.fchown(fd, *self.owner)
             crashpoint("rewrite.after_write")
@@ -233,125 +334,131 @@ class Spool:
             os.close(fd)
         return new_id
 
+    # -- replacing a queue file: rewrite, quarantine, split, park ------------------------
     def rewrite(self, claim: Claim, contents: list[bytes],
                 quarantine: dict[str, object] | None = None) -> list[str]:
         """Replace the held file by new queue files (rules 5, 7, 8, 9).
 
-        The original is never modified. New files are complete on stable
-        storage before the journal commit; the original is retired only after
-        it; the new files move into incoming last. No files: the message is
-        discarded. With `quarantine` (its metadata), the original is also
-        stored in the quarantine, in the same commit: a message split between
-        recipients whose policies differ (op "split").
-
-            build the quarantine copy (.tmp-ID) and the new files (tmp/)
-            commit                  <- before: nothing happened; after: all of it will
-            store the copy          (rename .tmp-ID -> ID)
-            retire the original     (unlink hold/ID)
-            move the new files      (rename tmp/NEW -> incoming/NEW)
-
-        Returns the new queue IDs; the quarantine entry is quarantine_id(claim).
+        No files: the message is discarded. With `quarantine` (its metadata)
+        the original goes into the quarantine store in the same operation: a
+        message split between recipients whose policies differ. Returns the
+        new queue IDs; MessageGone if the original left hold meanwhile.
         """
-        op = "split" if quarantine is not None else "rewrite"
-        qid = self._prepare_quarantine(claim, quarantine) if quarantine is not None else ""
-        new_ids = [self.write_new_file(data) for data in contents]
-        fsync_dir(self.tmp_dir)
-        crashpoint(f"{op}.before_commit")
-        self.journal.commit(Entry(op, claim.queue_id, claim.inode, new_ids=new_ids,
-                                  quarantine_id=qid), self._owner_if_root())
-        crashpoint(f"{op}.after_commit")
-        if qid:
-            self._store_quarantined(qid)
-            crashpoint("split.after_store")
-        self._retire(claim)
-        crashpoint(f"{op}.after_retire")
-        self._move_into_incoming(new_ids)
-        crashpoint(f"{op}.after_release")
-        self.journal.done(claim.queue_id)
-        return new_ids
+        kind = "split" if quarantine is not None else "rewrite"
+        return self._replace(claim, kind, contents, quarantine)
 
-    def _retire(self, claim: Claim) -> None:
-        if self.still_ours(claim):
-            os.unlink(claim.path)
-            fsync_dir(claim.path.parent)
-        claim.close()
+    def quarantine(self, claim: Claim, metadata: dict[str, object],
+                   kind: str = "quarantine") -> str:
+        """Move the queue file into the quarantine store. Returns the entry's ID."""
+        self._replace(claim, kind, [], metadata)
+        return self.quarantine_id(claim)
 
-    def _move_into_incoming(self, new_ids: list[str]) -> None:
-        parents = set()
-        for new_id in new_ids:
-            src = self.tmp_dir / new_id
-            target = self.path("incoming", new_id)
-            try:
-                _rename_making_dirs(src, target, self._owner_if_root())
-            except FileNotFoundError:
-                if not target.exists():
-                    # Neither in tmp nor in incoming: qmgr has taken it already.
-                    pass
-            parents.add(target.parent)
-        for p in parents:
-            fsync_dir(p)
-
-    def enter_incoming(self, src: Path) -> Path:
-        """Rename a complete, ready queue file (named from its inode, on this file
-        system) into incoming under its own name; fsync the directory."""
-        target = self.path("incoming", src.name)
-        _rename_making_dirs(src, target, self._owner_if_root())
-        fsync_dir(target.parent)
-        return target
-
-    # -- quarantine -----------------------------------------------------------------
     def quarantine_id(self, claim: Claim) -> str:
-        # Deterministic for one held file, so a repeated attempt finds its own entry.
+        # Deterministic for one queue file, so a repeated attempt finds its own entry.
         return f"{claim.queue_id}-{int(claim.st.st_mtime)}"
 
-    def quarantine(self, claim: Claim, metadata: dict[str, object]) -> str:
-        """Store an fsync'd copy of the queue file and its metadata, then unlink it.
+    def _replace(self, claim: Claim, kind: str, contents: list[bytes],
+                 metadata: dict[str, object] | None) -> list[str]:
+        entry_id = ""
+        if metadata is not None:
+            entry_id = self.quarantine_id(claim)
+            self.quarantine_entries.prepare(entry_id, {
+                **metadata, "id": entry_id, "queue_id": claim.queue_id, "inode": claim.inode,
+                "size": claim.st.st_size, "from_queue": claim.queue})
+        new_ids = [self.write_new_file(data) for data in contents]
+        fsync_dir(self.tmp_dir)
+        entry = Entry(kind, claim.queue_id, claim.inode, new_ids=new_ids,
+                      quarantine_id=entry_id, queue=claim.queue)
+        crashpoint(f"{kind}.before_commit")
+        self.journal.commit(entry, self._owner_if_root())
+        crashpoint(f"{kind}.after_commit")
+        try:
+            self._take(entry, claim)
+        except BaseException:
+            claim.close()
+            self.settle(entry)      # taken: finish; not taken: undo
+            raise
+        crashpoint(f"{kind}.after_take")
+        claim.close()
+        self._finish(entry)
+        return new_ids
 
-        An entry is a directory QUARANTINE/<id>/ with `queuefile` (the bytes as
-        Postfix wrote them) and `meta.json`. It is built complete under a
-        temporary name, the journal commits, and only then is it renamed into
-        place and the original removed; recovery finishes either step.
-        """
-        qid = self._prepare_quarantine(claim, metadata)
-        crashpoint("quarantine.before_commit")
-        self.journal.commit(Entry("quarantine", claim.queue_id, claim.inode, quarantine_id=qid),
-                            self._owner_if_root())
-        crashpoint("quarantine.after_commit")
-        self._store_quarantined(qid)
-        crashpoint("quarantine.after_store")
-        self._retire(claim)
-        crashpoint("quarantine.after_retire")
-        self.journal.done(claim.queue_id)
-        return qid
+    def _custody(self, entry: Entry) -> Path:
+        if entry.quarantine_id:
+            return self.quarantine_entries.custody(entry.quarantine_id)
+        return self.custody_dir / entry.original
 
-    def _prepare_quarantine(self, claim: Claim, metadata: dict[str, object]) -> str:
-        """Build the entry complete under its temporary name; returns its ID."""
-        qid = self.quarantine_id(claim)
-        final = self.quarantine_dir / qid
-        tmp = self.quarantine_dir / f".tmp-{qid}"
-        if not final.exists():
-            tmp.mkdir(mode=0o700, exist_ok=True)
-            _write_synced(tmp / "queuefile", claim.read_bytes())
-            meta = {**metadata, "id": qid, "queue_id": claim.queue_id, "inode": claim.inode,
-                    "size": claim.st.st_size}
-            _write_synced(tmp / "meta.json", json.dumps(meta, indent=1).encode())
-            owner = self._owner_if_root()
-            if owner:
-                # The quarantine commands and the dispatcher (as mail_owner) must be
-                # able to read and remove every entry, whoever stored it.
-                for p in (tmp, tmp / "queuefile", tmp / "meta.json"):
-                    os.chown(p, *owner)
-            fsync_dir(tmp)
-        return qid
+    def _take(self, entry: Entry, claim: Claim) -> None:
+        """The commit point: rename the original into our custody. Only a name that
+        still points to the claimed inode can be renamed, so success proves the
+        message was ours; ENOENT means somebody else had it first."""
+        missing = [n for n in entry.new_ids if not (self.tmp_dir / n).exists()]
+        if entry.quarantine_id and not self.quarantine_entries.is_prepared(entry.quarantine_id):
+            missing.append(str(self.quarantine_entries.building(entry.quarantine_id)))
+        if missing:
+            raise SpoolError(f"{entry.original}: files prepared for the {entry.kind} are "
+                             f"gone ({', '.join(missing)}); the message stays where it is")
+        custody = self._custody(entry)
+        try:
+            os.rename(claim.path, custody)
+        except FileNotFoundError:
+            raise MessageGone(f"{entry.original} left {entry.queue} while it was being "
+                              "scanned (postsuper?)") from None
+        fsync_dir(custody.parent)
+        fsync_dir(claim.path.parent)
 
-    def _store_quarantined(self, qid: str) -> bool:
-        """Move a committed entry into place. True if it is in place."""
-        final = self.quarantine_dir / qid
-        tmp = self.quarantine_dir / f".tmp-{qid}"
-        if not final.exists() and tmp.exists():
-            os.rename(tmp, final)
-            fsync_dir(self.quarantine_dir)
-        return final.exists()
+    def _taken(self, entry: Entry) -> bool:
+        if entry.quarantine_id:
+            return self.quarantine_entries.is_taken(entry.quarantine_id)
+        return (self.custody_dir / entry.original).exists()
+
+    def _finish(self, entry: Entry) -> None:
+        """Everything after the take; each step idempotent."""
+        if entry.quarantine_id:
+            self.quarantine_entries.store(entry.quarantine_id)
+            crashpoint(f"{entry.kind}.after_store")
+        moved = False
+        for new_id in entry.new_ids:
+            src = self.tmp_dir / new_id
+            if src.exists():
+                target = self.path("incoming", new_id)
+                self._rename(src, target)
+                fsync_dir(target.parent)
+                moved = True
+        if moved:
+            fsync_dir(self.tmp_dir)
+        crashpoint(f"{entry.kind}.after_release")
+        if not entry.quarantine_id:
+            try:
+                os.unlink(self.custody_dir / entry.original)
+                fsync_dir(self.custody_dir)
+            except FileNotFoundError:
+                pass
+        self.journal.done(entry.original)
+
+    def _undo(self, entry: Entry) -> None:
+        """The original was not taken: remove what the operation made."""
+        removed = False
+        for new_id in entry.new_ids:
+            try:
+                os.unlink(self.tmp_dir / new_id)
+                removed = True
+            except FileNotFoundError:
+                pass
+        if removed:
+            fsync_dir(self.tmp_dir)
+        if entry.quarantine_id:
+            self.quarantine_entries.abandon(entry.quarantine_id)
+        self.journal.done(entry.original)
+
+    def settle(self, entry: Entry) -> str:
+        """Finish or undo a journaled operation, by where its original is. Returns
+        "finished" or "undone"."""
+        if self._taken(entry):
+            self._finish(entry)
+            return "finished"
+        self._undo(entry)
+        return "undone"
 
     # -- the queue manager ------------------------------------------------------------
     def wake_qmgr(self) -> bool:
@@ -378,64 +485,69 @@ class Spool:
 
     # -- recovery ---------------------------------------------------------------------
     def recover(self) -> RecoveryReport:
-        """Finish what a killed dispatcher left behind. Runs at every start.
-
-        journal entry, original still in hold  -> remove it (rule 7: roll forward)
-        journal entry, new file still in tmp    -> move it into incoming
-        journal entry, quarantine copy          -> move the copy into place, remove the original
-        journal entry, quarantine copy gone,    -> never remove the only copy: drop the entry
-          original still in hold                   (and its new files); it is scanned again
-        file in tmp that no entry names         -> never committed: remove it
-                                                   (the original is still in hold)
-        half-built quarantine entry (.tmp-*)    -> remove it
-        """
+        """Settle what a killed dispatcher (or power cut) left. Runs at every start,
+        under the dispatcher lock; the table is in this module's docstring."""
         report = RecoveryReport()
         self.journal.remove_temporaries()
-        committed: set[str] = set()
+        named: set[str] = set()
+        entries_named: set[str] = set()
+        custody_named: set[str] = set()
         for entry in self.journal.entries():
-            if (entry.quarantine_id and not self._store_quarantined(entry.quarantine_id)
-                    and self._find_held(entry.original) is not None):
-                # Committed, but the copy is gone (removed by hand?) while the
-                # original is still here: keep the only copy.
-                self.journal.done(entry.original)
-                continue
-            committed.update(entry.new_ids)
-            held = self._find_held(entry.original)
-            if held is not None:
-                claim = self.claim(held)
-                if claim is None:
-                    report.skipped_locked.append(entry.original)
-                    continue
-                if claim is not None:
-                    if claim.inode == entry.inode:
-                        self._retire(claim)
-                    else:
-                        claim.close()
-            if entry.new_ids:
-                self._move_into_incoming(entry.new_ids)
-            self.journal.done(entry.original)
-            report.rolled_forward.append(entry.original)
-            log.info("recovered %s: %s rolled forward", entry.original, entry.kind)
+            named.update(entry.new_ids)
+            entries_named.add(entry.quarantine_id)
+            custody_named.add(entry.original)
+            outcome = self.settle(entry)
+            (report.finished if outcome == "finished" else report.undone).append(entry.original)
+            log.info("recovered %s: %s %s", entry.original, entry.kind, outcome)
         for p in self.tmp_dir.iterdir():
-            if p.name not in committed:
+            if p.name not in named:
                 p.unlink()
                 report.orphans_removed.append(p.name)
                 log.info("removed %s from %s: a rewrite that never committed", p.name,
                          self.tmp_dir)
-        for p in self.quarantine_dir.glob(".tmp-*"):
-            for child in p.iterdir():
-                child.unlink()
-            p.rmdir()
-            report.orphans_removed.append(p.name)
-        if report.rolled_forward:
+        if report.orphans_removed:
+            fsync_dir(self.tmp_dir)
+        for entry_id in self.quarantine_entries.leftovers():
+            if entry_id in entries_named:
+                continue
+            if self.quarantine_entries.is_taken(entry_id):
+                # Cannot happen by the protocol; if it does, the entry holds the only copy.
+                self.quarantine_entries.store(entry_id)
+                log.warning("stored quarantine entry %s found under construction", entry_id)
+            else:
+                self.quarantine_entries.abandon(entry_id)
+                report.orphans_removed.append(entry_id)
+        for p in self.custody_dir.iterdir():
+            if p.name in custody_named:
+                continue
+            # Cannot happen by the protocol either: never lose it, give it back to hold.
+            target = self.path("hold", p.name)
+            if not target.exists():
+                self._rename(p, target)
+                fsync_dir(target.parent)
+                fsync_dir(self.custody_dir)
+                report.returned_to_hold.append(p.name)
+                log.warning("returned %s from %s to hold", p.name, self.custody_dir)
+        if report.finished:
             self.wake_qmgr()
         return report
 
-    def _find_held(self, queue_id: str) -> Path | None:
-        depth = self.settings.hash_queue_depth if "hold" in self.settings.hash_queue_names else 0
-        p = queueid.queue_path(self.queue_dir, "hold", queue_id,
-                               {"hold"} if depth else set(), depth)
-        return p if p.exists() else None
+    def _rename(self, src: Path, dst: Path) -> None:
+        """os.rename, creating a hashed queue's missing subdirectories (durably)."""
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            if not src.exists():
+                raise
+            # Postfix creates hashed subdirectories on demand, mode 0700, owned by the
+            # mail owner, and so do we.
+            durable.make_dirs(dst.parent, 0o700, self._owner_if_root())
+            os.rename(src, dst)
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                raise SpoolError(
+                    f"cannot rename {src} to {dst}: different file systems (rule 2)") from e
+            raise
 
     def _owner_if_root(self) -> tuple[int, int] | None:
         return self.owner if os.geteuid() == 0 else None
@@ -455,39 +567,3 @@ def _walk(directory: Path, depth: int) -> Iterator[Path]:
             yield from _walk(Path(e.path), depth - 1)
         elif depth == 0:
             yield Path(e.path)
-
-
-def _rename_making_dirs(src: Path, dst: Path, owner: tuple[int, int] | None = None) -> None:
-    try:
-        os.rename(src, dst)
-    except FileNotFoundError:
-        if not src.exists():
-            raise
-        # A hashed queue's subdirectory may not exist yet; Postfix creates them on demand,
-        # mode 0700 and owned by the mail owner, and so do we.
-        missing = []
-        d = dst.parent
-        while not d.exists():
-            missing.append(d)
-            d = d.parent
-        for d in reversed(missing):
-            d.mkdir(mode=0o700, exist_ok=True)
-            if owner:
-                os.chown(d, *owner)
-        os.rename(src, dst)
-    except OSError as e:
-        if e.errno == errno.EXDEV:
-            raise SpoolError(
-                f"cannot rename {src} to {dst}: different file systems (rule 2)") from e
-        raise
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)

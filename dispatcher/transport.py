@@ -29,7 +29,7 @@ import redis
 
 from shared.celeryapp import SCAN_TASK, make_app
 from shared.config import Config
-from shared.contract import ScanRequest
+from shared.contract import ScanRequest, Started
 
 log = logging.getLogger("holdscan.transport")
 
@@ -164,6 +164,8 @@ class LocalTransport:
 
     def submit(self, batch: list[tuple[ScanRequest, bytes]], expires: float) -> None:
         assert self._on_verdicts is not None
+        # A local pool starts what it is given: each message is an attempt from now on.
+        self._on_verdicts([Started([r.queue_id for r, _ in batch], "local").to_dict()])
         fut = self.pool.submit(_local_scan, [(r.to_dict(), raw) for r, raw in batch])
         fut.add_done_callback(self._done)
 

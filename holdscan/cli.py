@@ -52,7 +52,7 @@ def _spool(cfg: Config):
 
 # -- dispatch -----------------------------------------------------------------------------
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    from dispatcher.service import Dispatcher
+    from dispatcher.service import Dispatcher, default_dispatcher_id
     from dispatcher.transport import CeleryTransport, LocalTransport
     from shared import logging as hlog
 
@@ -69,6 +69,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     spool = _spool(cfg)
     check_identity(spool.settings.mail_owner)
     spool.prepare()
+    spool.lock_dispatcher()     # one dispatcher per spool, for the life of this process
     if not args.no_drop_privileges:
         drop_privileges(spool.settings.mail_owner)
     # Everything imported from here on is read as mail_owner: fail now, in one line, not at
@@ -79,12 +80,14 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     # Every message in flight keeps its hold file open (the flock lives on that descriptor).
     want = min(hard, max(soft, cfg.dispatcher.max_in_flight + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    dispatcher_id = args.id or default_dispatcher_id()
     transport: LocalTransport | CeleryTransport
     if cfg.dispatcher.local_workers > 0:
         transport = LocalTransport(cfg, cfg.dispatcher.local_workers)
     else:
-        transport = CeleryTransport(cfg, args.id or os.uname().nodename)
-    return Dispatcher(cfg, spool, transport, dispatcher_id=args.id, once=args.once).run()
+        transport = CeleryTransport(cfg, dispatcher_id)
+    return Dispatcher(cfg, spool, transport, dispatcher_id=dispatcher_id,
+                      once=args.once).run()
 
 
 # -- worker ---------------------------------------------------------------------------------
@@ -128,6 +131,13 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"status {age:.0f}s old)")
     print(f"in flight:      {st.get('in_flight', 0)}")
     print(f"waiting retry:  {st.get('waiting_retry', 0)}")
+    for qid, why in sorted(st.get("waiting", {}).items()):
+        print(f"  {qid}  {why}")
+    parked = st.get("parked", {})
+    print(f"parked by someone else: {len(parked)} (left in hold; `holdscan scan ID` scans and "
+          "releases one)" if parked else "parked by someone else: 0")
+    for qid, logs in sorted(parked.items()):
+        print(f"  {qid}  has Postfix's {', '.join(logs)} log(s): queued before, then held")
     for comp, state in sorted(st.get("components", {}).items()):
         print(f"{comp + ':':16}{state}")
     print("outcomes:       " + (", ".join(f"{k} {v}" for k, v in

@@ -17,7 +17,20 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CONTRACT_VERSION = 1
+# A MIME part path (shared/mimetokens.py): "2", "3.1"; never the whole message.
+from shared.mimetokens import PART_PATH_RE as _PART_RE
+
+# 2: requests and verdicts carry the inode and SHA-256 of the scanned bytes, verdicts
+#    say which kind of error they are, workers announce the batches they start.
+CONTRACT_VERSION = 2
+
+# What an `error` verdict means for the message (Verdict.error_kind):
+#   unavailable  a component (clamd, spamd) did not answer: every message fails alike,
+#                so the message waits, however long, and is never given up on
+#   message      a scanner failed on these bytes while it works on other mail (a parser
+#                exception): after dispatcher.max_attempts such verdicts, the policy's
+#                `error` action applies
+ERROR_KINDS = ("", "unavailable", "message")
 
 ACTIONS = ("clean", "infected", "blocked", "spam", "unscannable", "error")
 
@@ -26,8 +39,6 @@ SEVERITY = {"clean": 0, "spam": 1, "unscannable": 2, "blocked": 3, "infected": 4
 
 HEADER_EDIT_OPS = ("add", "replace", "subject_tag")
 
-# A MIME part path (shared/mimeparts.py): "2", "3.1"; never the whole message.
-_PART_RE = re.compile(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,29}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -93,6 +104,8 @@ class ScanRequest:
     size: int               # length of the message bytes
     reply_to: str           # where the verdict goes (a list in the content store)
     submitted_at: float     # dispatcher's clock, seconds since the epoch
+    inode: int = 0          # the held file's inode when it was claimed
+    sha256: str = ""        # of the message bytes: a verdict applies to these bytes only
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,6 +124,8 @@ class ScanRequest:
             size=_int(d, "size"),
             reply_to=_str(d, "reply_to", empty_ok=False),
             submitted_at=_num(d, "submitted_at"),
+            inode=_int(d, "inode"),
+            sha256=_sha256(d, "sha256"),
         )
 
 
@@ -188,6 +203,9 @@ class Verdict:
     scan_times: dict[str, float] = field(default_factory=dict)   # scanner -> seconds
     worker: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. spam score and symbols
+    inode: int = 0          # echoed from the request
+    sha256: str = ""        # of the bytes the worker actually scanned
+    error_kind: str = ""    # for action "error": one of ERROR_KINDS (see above)
 
     @property
     def reasons(self) -> list[str]:
@@ -204,6 +222,9 @@ class Verdict:
             "scan_times": dict(self.scan_times),
             "worker": self.worker,
             "extra": dict(self.extra),
+            "inode": self.inode,
+            "sha256": self.sha256,
+            "error_kind": self.error_kind,
         }
 
     @classmethod
@@ -232,7 +253,43 @@ class Verdict:
             scan_times={k: float(v) for k, v in times.items()},
             worker=_str(d, "worker") if "worker" in d else "",
             extra=extra,
+            inode=_int(d, "inode"),
+            sha256=_sha256(d, "sha256"),
+            error_kind=_error_kind(d, action),
         )
+
+
+@dataclass(frozen=True)
+class Started:
+    """A worker's notice that it has started scanning these messages: only a message
+    that was actually handed to a worker (which may then die on it) counts as an attempt.
+    Sent to the same reply list as the verdicts, before the scan."""
+
+    queue_ids: list[str]
+    worker: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": CONTRACT_VERSION, "started": list(self.queue_ids), "worker": self.worker}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Started:
+        d = _version(d, "started notice")
+        return cls(queue_ids=_strlist(d, "started"), worker=_str(d, "worker"))
+
+
+def _sha256(d: dict[str, Any], key: str) -> str:
+    value = _str(d, key)
+    _require(_SHA256_RE.fullmatch(value) is not None,
+             f"{key!r} must be 64 lower-case hex digits")
+    return value
+
+
+def _error_kind(d: dict[str, Any], action: str) -> str:
+    kind = _str(d, "error_kind")
+    _require(kind in ERROR_KINDS, f"unknown error_kind {kind!r}")
+    _require((kind != "") == (action == "error"),
+             "an error verdict must say its error_kind, and only an error verdict")
+    return kind
 
 
 def _check_strip(plan: Any) -> None:

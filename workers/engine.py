@@ -23,6 +23,7 @@ more without those parts; if that is clean, Verdict.extra["strip"] tells a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -45,6 +46,9 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     started = time.perf_counter()
     limits = next((s.parse_limits for s in scanners if s.parse_limits is not None), None)
     findings: list[Finding] = []
+    # Findings made from an exception: these bytes broke a parser or scanner (the
+    # message's fault), unlike a component that did not answer (nobody's fault here).
+    faults: list[Finding] = []
     try:
         msg = ParsedMessage.from_bytes(raw, limits)
     # As broad as for the scanners, for the same reason: a parser bug must
@@ -52,7 +56,8 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     except Exception as e:
         log.exception("MIME parsing failed on %s", request.queue_id)
         msg = ParsedMessage.unparsed(raw, "MIME parsing failed")
-        findings.append(Finding("parse", "error", f"MIME parsing failed: {type(e).__name__}: {e}"))
+        faults.append(Finding("parse", "error", f"MIME parsing failed: {type(e).__name__}: {e}"))
+        findings += faults
     times["parse"] = time.perf_counter() - started
 
     extra: dict[str, Any] = {}
@@ -65,8 +70,9 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         # an error verdict (it stays in hold) and the worker goes on.
         except Exception as e:
             log.exception("scanner %s failed on %s", scanner.name, request.queue_id)
-            result = ScanResult([Finding(scanner.name, "error",
-                                         f"scanner failed: {type(e).__name__}: {e}")])
+            fault = Finding(scanner.name, "error", f"scanner failed: {type(e).__name__}: {e}")
+            faults.append(fault)
+            result = ScanResult([fault])
         times[scanner.name] = time.perf_counter() - t
         findings.extend(result.findings)
         extra.update(result.extra)
@@ -85,10 +91,15 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         times["strip"] = time.perf_counter() - t
         if plan:
             extra["strip"] = plan
+    error_kind = ""
+    if action == "error":
+        error_kind = "message" if faults else "unavailable"
     return Verdict(queue_id=request.queue_id, attempt=request.attempt, action=action,
                    findings=findings,
                    header_edits=header_edits(action, findings, headers, raw, scanner_headers),
-                   scan_times=times, worker=worker_name, extra=extra)
+                   scan_times=times, worker=worker_name, extra=extra,
+                   inode=request.inode, sha256=hashlib.sha256(raw).hexdigest(),
+                   error_kind=error_kind)
 
 
 def status_text(action: str, findings: list[Finding]) -> str:

@@ -6,6 +6,11 @@ in the broker: each request names a key in the content store (Redis), which
 the dispatcher deletes once it has applied the verdict. So a task that comes
 round again after its message was handled — a redelivery, a duplicate, a
 poison message the dispatcher gave up on — finds nothing and does nothing.
+
+Before scanning, the task tells each dispatcher which of its messages it has
+started (contract.Started). Only such a message counts as an attempt: a
+message whose worker then dies is on its way to being given up on, while a
+message that no worker ever took (workers stopped, wrong queue) just waits.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 import redis
 
 from shared.celeryapp import SCAN_TASK
-from shared.contract import ContractError, ScanRequest
+from shared.contract import ContractError, ScanRequest, Started
+from shared.crashpoints import crashpoint
 from workers.app import app, cfg
 
 log = logging.getLogger("holdscan.worker")
@@ -59,14 +65,28 @@ def scan_requests(requests: list[Any]) -> dict[str, list[dict[str, Any]]]:
     if not valid:
         return {}
     contents = _store().mget([r.content_key for r in valid])
+    # Already handled, or expired: the dispatcher sends it again if it still needs it.
+    work = [(r, raw) for r, raw in zip(valid, contents, strict=True) if isinstance(raw, bytes)]
+    announce_started([r for r, _ in work])
     replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for request, raw in zip(valid, contents, strict=True):
-        if not isinstance(raw, bytes):
-            # Already handled, or expired: the dispatcher will send it again if it still needs it.
-            continue
+    for request, raw in work:
+        crashpoint("worker.before_scan")
         verdict = scan_message(raw, request, _scanners(), cfg.headers, worker_name())
         replies[request.reply_to].append(verdict.to_dict())
     return replies
+
+
+def announce_started(requests: list[ScanRequest]) -> None:
+    by_reply: dict[str, list[str]] = defaultdict(list)
+    for r in requests:
+        by_reply[r.reply_to].append(r.queue_id)
+    if not by_reply:
+        return
+    pipe = _store().pipeline(transaction=False)
+    for reply_to, queue_ids in by_reply.items():
+        pipe.rpush(reply_to, json.dumps(Started(queue_ids, worker_name()).to_dict()))
+        pipe.expire(reply_to, cfg.broker.content_ttl)
+    pipe.execute()
 
 
 @app.task(name=SCAN_TASK)

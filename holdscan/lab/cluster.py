@@ -70,10 +70,11 @@ class Cluster:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
                                     start_new_session=True)
 
-    def start_worker(self, concurrency: int = 1, name: str = "w") -> subprocess.Popen[bytes]:
+    def start_worker(self, concurrency: int = 1, name: str = "w",
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         p = self._spawn([HOLDSCAN, "worker", "--config", str(self.config),
                          f"--concurrency={concurrency}", f"--hostname={name}{self._n}@%h",
-                         "--log-level=WARNING"], "worker")
+                         "--log-level=WARNING"], "worker", env)
         self.workers.append(p)
         return p
 

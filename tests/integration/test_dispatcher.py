@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from holdscan.lab.cluster import Cluster, lab_config
+from holdscan.lab.cluster import HOLDSCAN, Cluster, lab_config
 from holdscan.lab.postfix import PostfixInstance
 from tests.conftest import send, simple_message
 
@@ -135,7 +135,7 @@ CRASH_POINTS = [
     ("release.after_rename", 3, False),
     ("rewrite.after_write", 3, True),       # rewrites: clean mail gets a status header
     ("rewrite.after_commit", 3, True),
-    ("rewrite.after_retire", 3, True),
+    ("rewrite.after_take", 3, True),
     ("rewrite.after_release", 3, True),
 ]
 
@@ -253,22 +253,54 @@ def test_unparseable_file_is_left_alone_and_the_rest_flows(postfix, sink, cluste
     assert "cannot parse" in cluster.logs("dispatcher")
 
 
-def test_message_without_verdict_is_quarantined_after_max_attempts(postfix, sink, redis_server,
-                                                                   clamd, tmp_path):
-    # No worker at all: no verdict ever comes, exactly like a message that kills every worker.
+# A worker whose scanning process dies on every message it starts, as on a poison message.
+KILLED_BY_EVERY_MESSAGE = {"HOLDSCAN_CRASH_AT": "worker.before_scan"}
+
+
+def test_message_that_kills_its_worker_is_quarantined_after_max_attempts(postfix, sink,
+                                                                         redis_server, clamd,
+                                                                         tmp_path):
     os.chmod(tmp_path, 0o755)
     cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                      clamd.addresses[0], verdict_deadline=1.0, max_attempts=2)
+                     clamd.addresses[0], verdict_deadline=1.0, max_attempts=2)
     c = Cluster(cfg, tmp_path)
     try:
         send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
         postfix.wait_held(1)
+        c.start_worker(env=KILLED_BY_EVERY_MESSAGE)
         c.start_dispatcher()
-        c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantine after 2 attempts")
+        c.wait_for(lambda: len(quarantined(postfix)) == 1, 60, "quarantine after 2 attempts")
         [q] = quarantined(postfix)
         assert q["action"] == "gave_up" and "2 attempts" in q["reason"]
         assert postfix.queue_files("hold") == []
         assert sink.count() == 0
+    finally:
+        c.close()
+
+
+def test_no_worker_for_longer_than_all_attempts_quarantines_nothing(postfix, sink, redis_server,
+                                                                    clamd, tmp_path):
+    # Broker up, nobody consuming: max_attempts x verdict_deadline is 2 s; wait 6 s.
+    os.chmod(tmp_path, 0o755)
+    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
+                     clamd.addresses[0], verdict_deadline=1.0, max_attempts=2)
+    c = Cluster(cfg, tmp_path)
+    try:
+        ids = send_many(postfix.port, 5, threads=1)
+        postfix.wait_held(5)
+        c.start_dispatcher()
+        c.wait_for(lambda: "no worker started" in c.logs("dispatcher"), 30, "outage logged")
+        time.sleep(6)
+        assert quarantined(postfix) == [] and sink.count() == 0
+        assert len(postfix.queue_files("hold")) == 5
+        out = subprocess.run([HOLDSCAN, "status", "--config", str(c.config)],
+                             capture_output=True, text=True).stdout
+        assert "workers:" in out and "no worker started" in out
+        c.start_worker()
+        sink.wait_count(5, timeout=60)
+        time.sleep(1)
+        assert_exactly_once(sink, ids)
+        assert quarantined(postfix) == []
     finally:
         c.close()
 

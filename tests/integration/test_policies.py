@@ -119,8 +119,9 @@ def test_dispatcher_killed_during_the_split_still_delivers_once(postfix, sink, r
         c.start_worker()
         c.start_dispatcher(env={"HOLDSCAN_CRASH_AT": "split.after_store"})
         assert c.dispatcher.wait(60) == -9, c.logs("dispatcher")[-3000:]
-        # Killed with the quarantine copy stored and the original still in hold.
-        assert len(quarantined(postfix)) == 1 and len(postfix.queue_files("hold")) == 1
+        # Killed with the original taken into the quarantine entry, the new file for the
+        # delivered recipient not yet in incoming.
+        assert len(quarantined(postfix)) == 1 and len(postfix.queue_files("hold")) == 0
         c.start_dispatcher()
         check_split_outcome(postfix, sink, original)
         assert "recovered after an unclean stop" in c.logs("dispatcher")
@@ -169,6 +170,7 @@ blocked = "discard"
     c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path, rules)
     try:
         c.start_worker()
+        c.start_worker(env={"HOLDSCAN_CRASH_AT": "worker.before_scan"})
         c.start_dispatcher()
         [d] = sink.wait_count(1, timeout=60)
         c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
@@ -202,7 +204,7 @@ print("finished")
 """
 
 SPLIT_POINTS = ["rewrite.after_create", "rewrite.after_write", "split.before_commit",
-                "split.after_commit", "split.after_store", "split.after_retire",
+                "split.after_commit", "split.after_take", "split.after_store",
                 "split.after_release"]
 
 
@@ -236,8 +238,10 @@ def test_split_killed_at_every_step_delivers_once_and_quarantines_once(shared_po
     spool.recover()
     held = postfix.queue_files("hold")
     if held:
-        # Never committed: the dispatcher would scan it again and split it again.
-        assert point in ("rewrite.after_create", "rewrite.after_write", "split.before_commit")
+        # Never taken (the take is the commit point): the dispatcher would scan it again
+        # and split it again.
+        assert point in ("rewrite.after_create", "rewrite.after_write", "split.before_commit",
+                         "split.after_commit")
         p = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(postfix.config_dir),
                             str(held[0])], env={**env, "HOLDSCAN_CRASH_AT": ""},
                            capture_output=True, text=True)
@@ -258,7 +262,7 @@ def test_split_killed_at_every_step_delivers_once_and_quarantines_once(shared_po
 
 def test_no_verdict_after_max_attempts_follows_the_error_policy(postfix, sink, redis_server,
                                                                  clamd, tmp_path):
-    # No worker: no verdict ever comes, as for a message that kills every worker.
+    # A worker that dies on every message it starts: no verdict ever comes.
     rules = """
 [[policy.rules]]
 recipients = ["fail-open@example.test"]
@@ -271,6 +275,7 @@ error = "deliver"
                        dispatcher={"verdict_deadline": 1.0, "max_attempts": 1,
                                    "rescan_interval": 2.0, "batch_wait": 0.02})
     try:
+        c.start_worker(env={"HOLDSCAN_CRASH_AT": "worker.before_scan"})
         c.start_dispatcher()
         [d] = sink.wait_count(1, timeout=60)
         c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")

@@ -199,9 +199,9 @@ print("finished")
 """
 
 REWRITE_POINTS = ["rewrite.after_create", "rewrite.after_write", "rewrite.before_commit",
-                  "rewrite.after_commit", "rewrite.after_retire", "rewrite.after_release"]
+                  "rewrite.after_commit", "rewrite.after_take", "rewrite.after_release"]
 QUARANTINE_POINTS = ["quarantine.before_commit", "quarantine.after_commit",
-                     "quarantine.after_store", "quarantine.after_retire"]
+                     "quarantine.after_take", "quarantine.after_store"]
 
 
 @pytest.mark.parametrize("point", REWRITE_POINTS + QUARANTINE_POINTS)
@@ -223,13 +223,15 @@ def test_crash_at_every_step_leaves_exactly_one_copy(postfix, sink, point):
     quarantined = [q for q in spool.quarantine_dir.iterdir() if not q.name.startswith(".")]
     held = postfix.queue_files("hold")
     if op == "quarantine":
-        # Either still held (crash before the store) or stored and gone from hold.
-        assert len(held) + len(quarantined) >= 1
-        assert len(held) <= 1
-        if point != "quarantine.before_commit":
-            assert quarantined and not held
-        else:
+        # Either still held (killed before the take, the commit point: undone) or
+        # stored and gone from hold (taken: finished). Never both, never neither.
+        if point in ("quarantine.before_commit", "quarantine.after_commit"):
             assert held and not quarantined
+            assert path.read_bytes() == original
+        else:
+            assert quarantined and not held
+            assert (quarantined[0] / "queuefile").read_bytes() == original
+        assert not [q for q in spool.quarantine_dir.iterdir() if q.name.startswith(".tmp-")]
         return
     # A rewrite: after recovery, exactly one of original-in-hold or new-file-released.
     if held:

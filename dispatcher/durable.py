@@ -1,0 +1,90 @@
+"""Durable file operations: the one place that knows what POSIX makes durable.
+
+A power cut may drop any write that was not fsync'd and any directory entry
+(create, rename, unlink, mkdir) whose directory was not fsync'd afterwards;
+ext4's habit of ordering some of these is not something to rely on. Every
+file holdscan writes (journal entries, quarantine entries, new queue files,
+the status file) goes through these functions, so the order is written once:
+
+    write all bytes (looping over short writes) -> fsync the file
+    -> rename into place -> fsync the directory (both, for a move)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a signal, a full pipe, a quota): loop."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the directory's entries (creations, renames, unlinks in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o600,
+               owner: tuple[int, int] | None = None, sync_dir: bool = True) -> None:
+    """Atomically replace `path` with `data`, durably: a temporary name in the same
+    directory, all bytes written and fsync'd, renamed into place, directory fsync'd.
+    A reader sees the old file or the new one, never a part of either."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, data)
+        if owner:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def write_new(path: Path, data: bytes, mode: int = 0o600,
+              owner: tuple[int, int] | None = None) -> None:
+    """Create `path` (it must not exist) with `data`, fsync'd. The caller fsyncs the
+    directory once it has created everything that goes there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, data)
+        if owner:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path, mode: int = 0o700, owner: tuple[int, int] | None = None) -> None:
+    """mkdir -p, durably: each directory created is fsync'd into its parent."""
+    missing = []
+    d = path
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        if owner:
+            os.chown(d, *owner)
+        fsync_dir(d.parent)
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename, then fsync both directories: durable in its new place, gone from the old."""
+    os.rename(src, dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
