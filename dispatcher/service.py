@@ -49,6 +49,7 @@ from dispatcher.durable import fsync_dir
 from dispatcher.journal import JournalError
 from dispatcher.metrics import Metrics
 from dispatcher.notify import Notice, Notifier
+from dispatcher.park import settle_parks
 from dispatcher.policy import Group, Policy, policy_verdict, subject_tag
 from dispatcher.quarantine import QuarantineStore
 from dispatcher.spool import Claim, MessageGone, Spool
@@ -151,6 +152,9 @@ class Dispatcher:
         try:
             for what in self.quarantine_store.recover(wait=False):
                 event(log, logging.INFO, "quarantine recovered", what=what)
+            with self.quarantine_store.locked(wait=False) as got:
+                for what in settle_parks(self.spool) if got else []:
+                    event(log, logging.INFO, "settled an interrupted park", what=what)
         except OSError as e:
             # Mail must flow even if the quarantine store has a problem; say so loudly.
             self.stats.error(f"quarantine recovery: {e}")

@@ -57,6 +57,7 @@ journal entry and looks where the original is:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -434,6 +435,11 @@ class Spool:
                 fsync_dir(self.custody_dir)
             except FileNotFoundError:
                 pass
+        # The original's queue ID is gone from Postfix's queues, as after postsuper -d:
+        # so are its per-message logs (a parked message's defer log, say).
+        for q in PER_MESSAGE_LOGS:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(self.path(q, entry.original))
         self.journal.done(entry.original)
 
     def _undo(self, entry: Entry) -> None:
@@ -496,6 +502,8 @@ class Spool:
             named.update(entry.new_ids)
             entries_named.add(entry.quarantine_id)
             custody_named.add(entry.original)
+            if entry.kind == "park":
+                continue        # a `holdscan park` settles its own, under the store's lock
             outcome = self.settle(entry)
             (report.finished if outcome == "finished" else report.undone).append(entry.original)
             log.info("recovered %s: %s %s", entry.original, entry.kind, outcome)

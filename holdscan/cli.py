@@ -338,6 +338,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return main_check(_load(args))
 
 
+# -- parked mail --------------------------------------------------------------------------
+def cmd_park(args: argparse.Namespace) -> int:
+    from dispatcher.park import park
+    spool = _spool(_load(args))
+    entry, now = park(spool, args.queue_id, args.reason or "")
+    if now:
+        print(f"{args.queue_id} parked as quarantine entry {entry}; "
+              f"`holdscan quarantine release {entry}` delivers it")
+    else:
+        print(f"{args.queue_id} was parked already, as {entry}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from dispatcher.park import request_scan
+    spool = _spool(_load(args))
+    request_scan(spool, args.queue_id)
+    print(f"{args.queue_id}: the dispatcher will scan it and release it as new mail at its next "
+          "look at hold (within dispatcher.rescan_interval)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from holdscan.demo import main_demo
     return main_demo(keep=args.keep)
@@ -417,6 +439,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, help="default: dispatcher.quarantine_days")
     p.set_defaults(func=cmd_quarantine_expire)
 
+    p = sub.add_parser("park", help="move a queued message (hold, incoming, deferred) into the "
+                       "quarantine store, to be released by hand later")
+    _common(p)
+    p.add_argument("--reason", metavar="TEXT", help="why; shown by quarantine list/show")
+    p.add_argument("queue_id")
+    p.set_defaults(func=cmd_park)
+    p = sub.add_parser("scan", help="scan and release a message that someone else parked in "
+                       "hold (it has Postfix's defer/bounce/trace logs)")
+    _common(p)
+    p.add_argument("queue_id")
+    p.set_defaults(func=cmd_scan)
+
     q = sub.add_parser("policy", help="the [policy] table").add_subparsers(
         dest="qcommand", required=True)
     p = q.add_parser("explain", help="what each verdict gets for one sender and recipient")
@@ -446,13 +480,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dispatcher.park import ParkError
     from dispatcher.postfix import PostfixError
     from dispatcher.quarantine import QuarantineError
     from dispatcher.spool import SpoolError
     args = parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError, PostfixError, SpoolError, QuarantineError) as e:
+    except (UsageError, ConfigError, PostfixError, SpoolError, QuarantineError,
+            ParkError) as e:
         print(f"holdscan: {e}", file=sys.stderr)
         return 2
     except PermissionError as e:
