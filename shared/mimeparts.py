@@ -12,11 +12,14 @@ So nothing that was not scanned clean can be delivered by a strip, whatever
 this parser gets wrong about a hostile message: a wrong guess only means the
 rescan is not clean (or the hashes differ) and the message is quarantined.
 
-The reading is deliberately plain: header fields through Python's email
+The reading is deliberately plain, and it is the one that defines part paths
+(shared/mimetokens.py, `plain_layout`): header fields through Python's email
 package (compat32), bodies split at exact delimiter lines ("--boundary" plus
 optional blanks). Paths number the children of every container from 1; the
 message inside a message/rfc822 part is its only child. The top-level entity
-has the path "" and is never removed (that would be the whole message).
+has the path "" and is never removed (that would be the whole message). The
+scanning view (workers/message.py) cuts with the same tokenizer, so a part it
+reports under a path is the part found here under that path.
 """
 
 from __future__ import annotations
@@ -24,17 +27,16 @@ from __future__ import annotations
 import binascii
 import hashlib
 import quopri
-import re
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
-__all__ = ["Entity", "StripError", "parse", "leaves", "strip", "sha256", "safe_text"]
+from shared.mimetokens import PART_PATH_RE, child_path, is_part_path, plain_layout
+
+__all__ = ["Entity", "StripError", "PART_PATH_RE", "parse", "walk", "leaves", "valid_path",
+           "strip", "sha256", "safe_text"]
 
 _MAX_DEPTH = 30                     # as ParseLimits.max_depth: deeper is not ours to edit
 _MAX_ENTITIES = 2000
-_PATH_RE = re.compile(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,29}")
 _NOTE_LIMIT = 300                   # characters of one reason in the replacement text
 
 
@@ -47,7 +49,8 @@ class Entity:
     path: str                       # "" for the message itself, else "1", "2.1", ...
     start: int                      # first byte of the entity's header
     end: int                        # one past its last byte (the line end before the
-                                    # next delimiter belongs to the delimiter)
+                                    # next delimiter belongs to the delimiter, and so
+                                    # does the last one of a multipart never closed)
     body_start: int
     headers: Message
     children: list[Entity] = field(default_factory=list)
@@ -86,52 +89,6 @@ class Entity:
         return body
 
 
-def _eol_before(raw: bytes, pos: int) -> int:
-    """Where the line ending that ends just before `pos` starts."""
-    if pos >= 2 and raw[pos - 2:pos] == b"\r\n":
-        return pos - 2
-    if pos >= 1 and raw[pos - 1:pos] == b"\n":
-        return pos - 1
-    return pos
-
-
-def _header_end(raw: bytes, start: int, end: int) -> int:
-    """Offset of the body: after the first empty line, or `end` if there is none."""
-    pos = start
-    while pos < end:
-        nl = raw.find(b"\n", pos, end)
-        if nl < 0:
-            return end
-        line = raw[pos:nl].rstrip(b"\r")
-        if not line:
-            return nl + 1
-        pos = nl + 1
-    return end
-
-
-def _delimiters(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int, bool]]:
-    """(line start, next line start, closing?) for each exact delimiter line in [start, end)."""
-    out = []
-    delim = b"--" + boundary
-    pos = start
-    while pos < end:
-        nl = raw.find(b"\n", pos, end)
-        line_end = end if nl < 0 else nl
-        nxt = end if nl < 0 else nl + 1
-        line = raw[pos:line_end].rstrip(b"\r")
-        if line.startswith(delim):
-            rest = line[len(delim):]
-            closing = rest.startswith(b"--")
-            if closing:
-                rest = rest[2:]
-            if not rest.strip(b" \t"):
-                out.append((pos, nxt, closing))
-                if closing:
-                    break
-        pos = nxt
-    return out
-
-
 class _Parser:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
@@ -141,30 +98,11 @@ class _Parser:
         self.count += 1
         if self.count > _MAX_ENTITIES or depth > _MAX_DEPTH:
             raise StripError("too many or too deeply nested MIME parts to edit")
-        body_start = _header_end(self.raw, start, end)
-        headers = BytesHeaderParser(policy=compat32).parsebytes(self.raw[start:body_start])
-        ent = Entity(path, start, end, body_start, headers, raw=self.raw)
-        ctype = ent.content_type
-        prefix = f"{path}." if path else ""
-        if ctype.startswith("multipart/"):
-            boundary = headers.get_boundary()
-            if boundary:
-                cuts = _delimiters(self.raw, body_start, end,
-                                   boundary.encode("latin-1", "replace"))
-                for i, (_, next_line, closing) in enumerate(cuts):
-                    if closing:
-                        break
-                    # The line end before the next delimiter belongs to that delimiter;
-                    # without a closing delimiter the last part runs to the end.
-                    part_end = (_eol_before(self.raw, cuts[i + 1][0]) if i + 1 < len(cuts)
-                                else end)
-                    n = len(ent.children) + 1
-                    ent.children.append(self.entity(f"{prefix}{n}", next_line,
-                                                    max(next_line, part_end), depth + 1))
-        elif ctype == "message/rfc822":
-            cte = str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-            if cte in ("7bit", "8bit", "binary"):
-                ent.children.append(self.entity(f"{prefix}1", body_start, end, depth + 1))
+        layout = plain_layout(self.raw, start, end)
+        ent = Entity(path, start, end, layout.body_start, layout.headers, raw=self.raw)
+        for n, (child_start, child_end) in enumerate(layout.children, 1):
+            ent.children.append(self.entity(child_path(path, n), child_start, child_end,
+                                            depth + 1))
         return ent
 
 
@@ -186,7 +124,7 @@ def leaves(raw: bytes) -> list[Entity]:
 
 
 def valid_path(path: str) -> bool:
-    return bool(_PATH_RE.fullmatch(path))
+    return is_part_path(path)
 
 
 def safe_text(text: str, limit: int = _NOTE_LIMIT) -> str:

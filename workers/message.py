@@ -10,6 +10,9 @@ not reaches the user unscanned. So a ParsedMessage keeps two readings:
   (each of several Content-Type headers, every boundary candidate, delimiters
   matched by prefix as RFC 2046 permits, parts after the closing delimiter,
   base64 with junk or odd padding) and keeps every part any of them yields.
+  It cuts with shared/mimetokens.py, the tokenizer the byte-range editor
+  (shared/mimeparts.py, the `strip` action) uses too, and names parts by the
+  editor's paths wherever the editor would find the same bytes (Part.path).
 
 Scanners look at the union (`parts`, one entry per distinct payload);
 clamd additionally gets `suspect_parts`, the payloads its own MIME decoder may
@@ -35,6 +38,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email import policy
 
+from shared.mimetokens import (
+    Delimiter,
+    child_path,
+    cut,
+    delimiters,
+    is_part_path,
+    plain_layout,
+    split_head,
+)
+
 STRICT = "strict"
 TOLERANT = "tolerant"
 
@@ -51,12 +64,24 @@ class ParseLimits:
 class Part:
     """One leaf of the MIME tree as one or both readings decoded it."""
 
-    path: str                           # "1.2.1": position in the reading that found it first
+    # Where the part is. A part path ("2", "3.1"; "" for the whole message) names the
+    # part that shared.mimeparts finds under that path, the same bytes (`span`);
+    # "2.alt1" is a part only another reading of entity 2 yields, "2~1" a second
+    # decoding of part 2, "2.uu1" a uuencoded file in it, "s3" a part only the
+    # strict reading found (the third entity it walked).
+    path: str
     declared_types: tuple[str, ...]     # every Content-Type the part declares, lowercased
     filenames: tuple[str, ...]          # every name a mail client might show for it
     payload: bytes                      # decoded content
     readings: frozenset[str]            # which readings produced this payload
     anomalies: tuple[str, ...] = ()     # odd things about how it was encoded
+    span: tuple[int, int] | None = None     # raw[start:end] is the entity it was decoded
+                                            # from; None if that is not a piece of raw
+
+    @property
+    def label(self) -> str:
+        """How findings name the part: "part 2.1", "message" for the whole message."""
+        return _label(self.path)
 
     @property
     def content_type(self) -> str:
@@ -134,13 +159,17 @@ def _merge(*readings: list[Part]) -> list[Part]:
             if seen is None:
                 merged[key] = part
                 continue
+            # Named as the tolerant reading names it, when it found the payload: its
+            # paths are those of the byte-range editor.
+            where = part if TOLERANT in part.readings and TOLERANT not in seen.readings else seen
             merged[key] = Part(
-                path=seen.path,
+                path=where.path,
                 declared_types=tuple(_unique(seen.declared_types + part.declared_types)),
                 filenames=tuple(_unique(seen.filenames + part.filenames)),
                 payload=seen.payload,
                 readings=seen.readings | part.readings,
                 anomalies=tuple(_unique(seen.anomalies + part.anomalies)),
+                span=where.span,
             )
     return list(merged.values())
 
@@ -415,7 +444,6 @@ def _cte_kind(value: str) -> str:
 # --- the tolerant reading -----------------------------------------------------------
 
 _DELIMITER_LINE = re.compile(rb"^--([!-~][ -~]{0,69}?)(--)?[ \t]*\r?$", re.MULTILINE)
-_MAX_HEADER_BYTES = 256 * 1024
 _MAX_REASONS = 20
 _WORK_FACTOR = 16           # bytes examined by splitting, per byte of message
 
@@ -424,54 +452,55 @@ class _OverLimit(Exception):
     """A ParseLimit is reached; the reading stops where it is."""
 
 
-@dataclass
-class _Entity:
-    headers: list[tuple[str, str]]          # (lowercased name, value), in order
-    body: bytes
-    anomalies: list[str]
+@dataclass(frozen=True, eq=False)
+class _Span:
+    """buf[start:end]: a piece of the message (buf is the raw message) or of a
+    body that was decoded first (a container with a transfer encoding)."""
 
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name]
+    buf: bytes
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, data: bytes) -> _Span:
+        return cls(data, 0, len(data))
+
+    @property
+    def data(self) -> bytes:
+        return self.buf[self.start:self.end]
+
+    def __len__(self) -> int:
+        return self.end - self.start
 
 
-def _split_entity(data: bytes) -> _Entity:
-    headers: list[tuple[str, str]] = []
-    anomalies: list[str] = []
-    pos = 0
-    end = min(len(data), _MAX_HEADER_BYTES)
-    while pos < end:
-        nl = data.find(b"\n", pos)
-        stop = len(data) if nl < 0 else nl + 1
-        line = data[pos:stop].rstrip(b"\r\n")
-        if not line:
-            pos = stop
-            break
-        if line[:1] in (b" ", b"\t") and headers:
-            last_name, last_value = headers[-1]
-            headers[-1] = (last_name, last_value + " " + line.decode("latin-1").strip(_WS))
-            pos = stop
-            continue
-        name, colon, value = line.partition(b":")
-        stripped = name.strip()
-        if not colon or not stripped or b" " in stripped or b"\t" in stripped:
-            # Not a header line: the body starts here, as in the email package.
-            anomalies.append("header block ends without an empty line")
-            break
-        if stripped != name:
-            anomalies.append("white space before a header's colon")
-        headers.append((stripped.decode("latin-1").lower(), value.decode("latin-1").strip(_WS)))
-        pos = stop
-    return _Entity(headers=headers, body=data[pos:], anomalies=anomalies)
+def _unique_spans(items: list[_Span]) -> list[_Span]:
+    """One span per distinct content, the first of each."""
+    seen: set[bytes] = set()
+    out = []
+    for span in items:
+        data = span.data
+        if data not in seen:
+            seen.add(data)
+            out.append(span)
+    return out
 
 
 @dataclass
 class _Split:
-    children: list[bytes]           # parts up to the closing delimiter
+    children: list[_Span]           # parts up to the closing delimiter
     closed: bool
-    after_close: list[bytes]        # parts delimited after the closing delimiter
+    after_close: list[_Span]        # parts delimited after the closing delimiter
 
 
-def _split_body(body: bytes, boundary: bytes) -> tuple[_Split | None, _Split | None]:
+def _split(body: _Span, found: list[Delimiter]) -> _Split | None:
+    parts = cut(body.buf, body.end, found)
+    if parts is None:
+        return None
+    return _Split(children=[_Span(body.buf, s, e) for s, e in parts.parts], closed=parts.closed,
+                  after_close=[_Span(body.buf, s, e) for s, e in parts.after_close])
+
+
+def _split_body(body: _Span, boundary: bytes) -> tuple[_Split | None, _Split | None]:
     """Cut a multipart body at the delimiter lines of `boundary`, two ways.
 
     Exact matching (the email package) wants "--boundary" plus optional "--"
@@ -479,45 +508,58 @@ def _split_body(body: bytes, boundary: bytes) -> tuple[_Split | None, _Split | N
     implementors, and some clients) accepts any line that starts with it.
     Returns (exact, prefix); None where no delimiter line was found.
     """
-    exact: list[tuple[int, int, bool]] = []      # (line start, next line start, is close)
-    prefix: list[tuple[int, int, bool]] = []
-    delimiter = b"--" + boundary
-    # bytes.find rather than a MULTILINE regex: a 5 MB body is searched in
-    # about a millisecond instead of tens.
-    start = 0 if body.startswith(delimiter) else body.find(b"\n" + delimiter)
-    while start >= 0:
-        if body[start:start + 1] == b"\n":
-            start += 1
-        after = start + len(delimiter)
-        nl = body.find(b"\n", after)
-        end = len(body) if nl < 0 else nl + 1
-        rest = body[after:end].rstrip(b"\r\n")
-        cut = (start, end, rest.startswith(b"--"))
-        prefix.append(cut)
-        if rest.rstrip(b" \t") in (b"", b"--"):
-            exact.append(cut)
-        start = body.find(b"\n" + delimiter, after)
-    return _cut(body, exact), _cut(body, prefix)
+    found = delimiters(body.buf, body.start, body.end, boundary)
+    return _split(body, [d for d in found if d.exact]), _split(body, found)
 
 
-def _cut(body: bytes, cuts: list[tuple[int, int, bool]]) -> _Split | None:
-    if not cuts:
-        return None
-    children: list[bytes] = []
-    after: list[bytes] = []
-    closed = False
-    for (_, after_line, is_close), nxt in zip(cuts, [*cuts[1:], (len(body), 0, True)], strict=True):
-        if is_close:
-            closed = True
-            continue
-        chunk = body[after_line:nxt[0]]
-        # The line break before a delimiter belongs to the delimiter.
-        if chunk.endswith(b"\r\n"):
-            chunk = chunk[:-2]
-        elif chunk.endswith(b"\n"):
-            chunk = chunk[:-1]
-        (after if closed else children).append(chunk)
-    return _Split(children=children, closed=closed, after_close=after)
+def _same_parts(a: list[_Span], b: list[_Span]) -> bool:
+    if [(x.start, x.end) for x in a] == [(y.start, y.end) for y in b]:
+        return True
+    return [x.data for x in a] == [y.data for y in b]
+
+
+def _label(path: str) -> str:
+    """How problems and findings name a part: "part 2.1", or "message" for the whole."""
+    if not path or path.startswith("~"):
+        return "message" + path
+    return f"part {path}"
+
+
+def _sub(path: str, name: str) -> str:
+    """A name below `path` that is not a part path: "2.alt1", "2.uu1", "2.0"."""
+    return f"{path}.{name}" if path else name
+
+
+class _ChildNames:
+    """Paths for the children of one entity, as shared.mimeparts numbers them.
+
+    A child gets the part path of the plain reading (shared/mimetokens.py,
+    `plain_layout`) when it is that very byte range of the message, below an
+    entity that has a part path itself; so a part path here always names what
+    the byte-range editor finds under it. Every other child (one that only a
+    prefix match, a second boundary, a decoded body ... reveals) is an
+    alternative: "2.alt1", "2.alt2", which is not a part path.
+    """
+
+    def __init__(self, raw: bytes, entity: _Span, path: str) -> None:
+        self.raw = raw
+        self.entity = entity
+        self.path = path
+        self.plain = entity.buf is raw and (path == "" or is_part_path(path))
+        self.layout: dict[tuple[int, int], str] | None = None
+        self.alternatives = 0
+
+    def name(self, child: _Span) -> str:
+        if self.plain and child.buf is self.raw:
+            if self.layout is None:
+                children = plain_layout(self.raw, self.entity.start, self.entity.end).children
+                self.layout = {span: child_path(self.path, n)
+                               for n, span in enumerate(children, 1)}
+            path = self.layout.get((child.start, child.end))
+            if path is not None:
+                return path
+        self.alternatives += 1
+        return _sub(self.path, f"alt{self.alternatives}")
 
 
 class _TolerantReading:
@@ -534,7 +576,7 @@ class _TolerantReading:
 
     def run(self) -> None:
         try:
-            self._walk(self.raw, 0, "1", "text/plain")
+            self._walk(_Span(self.raw, 0, len(self.raw)), 0, "", "text/plain")
         except _OverLimit as e:
             self.over_limit = True
             self.undecidable.insert(0, str(e))     # the reason that matters most
@@ -552,42 +594,45 @@ class _TolerantReading:
             self.undecidable.append(what)
 
     def _emit(self, path: str, types: list[str], names: list[str], payload: bytes,
-              anomalies: list[str]) -> None:
+              anomalies: list[str], span: _Span | None) -> None:
         if len(self.parts) >= self.limits.max_parts:
             raise _OverLimit(f"more than {self.limits.max_parts} MIME parts")
         self.decoded += len(payload)
         if self.decoded > self.limits.max_decoded_bytes:
             raise _OverLimit(f"MIME parts decode to more than "
                              f"{self.limits.max_decoded_bytes} bytes")
+        where = (span.start, span.end) if span is not None and span.buf is self.raw else None
         self.parts.append(Part(path=path, declared_types=tuple(_unique(types)),
                                filenames=tuple(_unique(names)), payload=payload,
-                               readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies))))
+                               readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies)),
+                               span=where))
 
-    def _walk(self, data: bytes, depth: int, path: str, default_type: str) -> None:
+    def _walk(self, entity: _Span, depth: int, path: str, default_type: str) -> None:
         if depth > self.limits.max_depth:
             raise _OverLimit(f"MIME nesting deeper than {self.limits.max_depth} levels")
-        entity = _split_entity(data)
-        anomalies = list(entity.anomalies)
+        head = split_head(entity.buf, entity.start, entity.end)
+        body = _Span(entity.buf, head.body_start, entity.end)
+        anomalies = list(head.anomalies)
         for a in anomalies:
-            self._problem(f"part {path}: {a}")
+            self._problem(f"{_label(path)}: {a}")
 
-        ctypes = [_Field.parse(v) for v in entity.all("content-type")]
+        ctypes = [_Field.parse(v) for v in head.all("content-type")]
         types = _unique(f.token for f in ctypes if "/" in f.token) or [default_type]
         if len(ctypes) > 1:
             distinct = _unique(" ".join(re.split(r"[ \t\r\n]+", v.strip(_WS))).lower()
-                               for v in entity.all("content-type"))
+                               for v in head.all("content-type"))
             if len(distinct) > 1:
-                self._undecidable(f"part {path}: conflicting Content-Type headers")
+                self._undecidable(f"{_label(path)}: conflicting Content-Type headers")
             anomalies.append("duplicate Content-Type")
-        ctes = _unique(_cte_kind(v) for v in entity.all("content-transfer-encoding"))
+        ctes = _unique(_cte_kind(v) for v in head.all("content-transfer-encoding"))
         if len(ctes) > 1:
-            self._undecidable(f"part {path}: conflicting Content-Transfer-Encoding headers")
+            self._undecidable(f"{_label(path)}: conflicting Content-Transfer-Encoding headers")
         if "unknown" in ctes:
             anomalies.append("unknown Content-Transfer-Encoding")
         names = []
-        for v in entity.all("content-disposition"):
+        for v in head.all("content-disposition"):
             names += _Field.parse(_eight_bit(v)).values("filename")
-        for v in entity.all("content-type"):
+        for v in head.all("content-type"):
             names += _Field.parse(_eight_bit(v)).values("name")
         names = _unique(names)
 
@@ -595,69 +640,71 @@ class _TolerantReading:
         message = [t for t in types if t in ("message/rfc822", "message/global")]
         if multipart or message:
             if names:
-                self._emit(path, types, names, b"", anomalies)
-            bodies = self._bodies(entity.body, ctes, path, container=True)
+                self._emit(path, types, names, b"", anomalies, entity)
+            bodies = self._bodies(body, ctes, path, container=True)
+            children = _ChildNames(self.raw, entity, path)
             if multipart:
                 digest = "multipart/digest" in multipart
-                self._multipart(bodies, ctypes, depth, path,
+                self._multipart(bodies, ctypes, depth, path, children,
                                 "message/rfc822" if digest else "text/plain")
             if message:
-                for n, body in enumerate(bodies):
-                    self._walk(body, depth + 1, f"{path}.{n + 1}", "text/plain")
+                for inner in bodies:
+                    self._walk(inner, depth + 1, children.name(inner), "text/plain")
             if len(multipart) + len(message) == len(types):
                 return
             # One header says container, another says leaf: read it both ways.
-        self._leaf(entity, types, names, ctes, anomalies, path)
+        self._leaf(entity, body, types, names, ctes, anomalies, path)
 
-    def _bodies(self, body: bytes, ctes: list[str], path: str, container: bool) -> list[bytes]:
+    def _bodies(self, body: _Span, ctes: list[str], path: str, container: bool) -> list[_Span]:
         """The body as each declared transfer encoding decodes it (leaves), or
-        for a container also decoded: the encoding is not allowed there, but
+        for a container also undecoded: the encoding is not allowed there, but
         some clients apply it anyway."""
         out = [body] if container else []
         for cte in ctes or ["identity"]:
             if cte == "base64":
-                variants, why = _b64_variants(body)
+                decoded, why = _b64_variants(body.data)
+                variants = [_Span.of(v) for v in decoded]
             elif cte == "qp":
-                variants, why = [binascii.a2b_qp(body)], []
+                variants, why = [_Span.of(binascii.a2b_qp(body.data))], []
             elif cte == "uu":
-                lines = [line.rstrip(b"\r") for line in body.split(b"\n")]
+                lines = [line.rstrip(b"\r") for line in body.data.split(b"\n")]
                 if lines and lines[0].startswith(b"begin"):
                     lines = lines[1:]
-                variants, why = [_uu_decode(lines)], []
+                variants, why = [_Span.of(_uu_decode(lines))], []
             else:
                 variants, why = [body], []
             if container and cte in ("base64", "qp", "uu"):
-                self._undecidable(f"part {path}: a multipart or message part with "
+                self._undecidable(f"{_label(path)}: a multipart or message part with "
                                   f"transfer encoding {cte}")
             for w in why:
-                self._problem(f"part {path}: {w}")
+                self._problem(f"{_label(path)}: {w}")
             out.extend(variants)
-        return _unique_bytes(out)[: self.limits.max_variants]
+        return _unique_spans(out)[: self.limits.max_variants]
 
-    def _leaf(self, entity: _Entity, types: list[str], names: list[str], ctes: list[str],
-              anomalies: list[str], path: str) -> None:
+    def _leaf(self, entity: _Span, body: _Span, types: list[str], names: list[str],
+              ctes: list[str], anomalies: list[str], path: str) -> None:
         for cte in ctes or ["identity"]:
             decoded: list[bytes]
             why: list[str] = []
             if cte == "base64":
-                decoded, why = _b64_variants(entity.body)
+                decoded, why = _b64_variants(body.data)
             elif cte == "unknown":
                 # A client may guess; so do we, both ways.
-                decoded = [entity.body]
-                guess, _ = _b64_variants(entity.body)
+                decoded = [body.data]
+                guess, _ = _b64_variants(body.data)
                 decoded += guess[:1]
             else:
-                decoded = self._bodies(entity.body, [cte], path, container=False)
+                decoded = [s.data for s in self._bodies(body, [cte], path, container=False)]
             for w in why:
-                self._problem(f"part {path}: {w}")
+                self._problem(f"{_label(path)}: {w}")
             for n, payload in enumerate(decoded[: self.limits.max_variants]):
                 self._emit(path if n == 0 else f"{path}~{n}", types, names, payload,
-                           anomalies + why)
+                           anomalies + why, entity)
                 if any(t.startswith("text/") for t in types):
                     for k, (name, data) in enumerate(_uu_blocks(payload, self.limits.max_variants)):
-                        self._problem(f"part {path}: uuencoded file {name!r} in a text body")
-                        self._emit(f"{path}.uu{k + 1}", ["application/octet-stream"], [name],
-                                   data, ["uuencoded inside a text part"])
+                        self._problem(f"{_label(path)}: uuencoded file {name!r} in a text body")
+                        self._emit(_sub(path, f"uu{k + 1}"), ["application/octet-stream"],
+                                   [name], data, ["uuencoded inside a text part"], None)
 
     def _boundaries(self, ctypes: list[_Field]) -> list[bytes]:
         out: list[str] = []
@@ -674,42 +721,44 @@ class _TolerantReading:
         likely = sorted((n, b) for b, n in counts.items() if n >= 2)
         return [b for _, b in reversed(likely)][: self.limits.max_variants]
 
-    def _multipart(self, bodies: list[bytes], ctypes: list[_Field], depth: int, path: str,
-                   child_default: str) -> None:
+    def _multipart(self, bodies: list[_Span], ctypes: list[_Field], depth: int, path: str,
+                   names: _ChildNames, child_default: str) -> None:
         declared = self._boundaries(ctypes)
-        children: list[bytes] = []
+        children: list[_Span] = []
         found: set[bytes] = set()
         for body in bodies:
             candidates = declared[: self.limits.max_variants]
             splits = self._splits(body, candidates)
             if not declared:
-                self._undecidable(f"part {path}: multipart without a boundary parameter")
+                self._undecidable(f"{_label(path)}: multipart without a boundary parameter")
             elif not splits:
-                self._undecidable(f"part {path}: boundary not found in the body")
+                self._undecidable(f"{_label(path)}: boundary not found in the body")
             if not splits:
-                splits = self._splits(body, self._discovered(body))
+                splits = self._splits(body, self._discovered(body.data))
             for boundary, exact, prefix in splits:
                 found.add(boundary.rstrip(_WS.encode()))
-                if exact is None or (prefix is not None and prefix.children != exact.children):
-                    self._undecidable(f"part {path}: lines that start with the boundary but "
+                if exact is None or (prefix is not None
+                                     and not _same_parts(prefix.children, exact.children)):
+                    self._undecidable(f"{_label(path)}: lines that start with the boundary but "
                                       "are not delimiters (prefix tricks)")
                 for s in (exact, prefix):
                     if s is None:
                         continue
                     if not s.closed:
-                        self._problem(f"part {path}: no closing boundary")
+                        self._problem(f"{_label(path)}: no closing boundary")
                     if s.after_close:
-                        self._undecidable(f"part {path}: parts after the closing boundary")
+                        self._undecidable(f"{_label(path)}: parts after the closing boundary")
                     children += s.children + s.after_close
             if not splits:
                 # Nothing to cut at: the body is all a client can show.
-                self._emit(f"{path}.0", ["text/plain"], [], body, ["multipart that cannot be cut"])
+                self._emit(_sub(path, "0"), ["text/plain"], [], body.data,
+                           ["multipart that cannot be cut"], body)
         if len(found) > 1:
-            self._undecidable(f"part {path}: conflicting boundaries")
-        for n, child in enumerate(_unique_bytes(children)):
-            self._walk(child, depth + 1, f"{path}.{n + 1}", child_default)
+            self._undecidable(f"{_label(path)}: conflicting boundaries")
+        for child in _unique_spans(children):
+            self._walk(child, depth + 1, names.name(child), child_default)
 
-    def _splits(self, body: bytes, candidates: list[bytes]
+    def _splits(self, body: _Span, candidates: list[bytes]
                 ) -> list[tuple[bytes, _Split | None, _Split | None]]:
         out = []
         for boundary in candidates:

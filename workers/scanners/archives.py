@@ -91,7 +91,7 @@ class ArchivesScanner(Scanner):
         for part in msg.parts:
             if archive_kind(part.payload) is None:
                 continue
-            label = show_name(part.filenames[0]) if part.filenames else f"part {part.path}"
+            label = show_name(part.filenames[0]) if part.filenames else part.label
             before = len(walk.findings)
             walk.top(part.payload, label, part.filenames[0] if part.filenames else "")
             new = [(a, d) for a, d in walk.findings[before:] if a != "clean"]

@@ -35,7 +35,7 @@ class AttachmentsScanner(Scanner):
                     details.append(f"{rule}: {show_name(filename)}")
             rule = self.rules.check_type(part.payload)
             if rule:
-                label = show_name(part.filenames[0]) if part.filenames else f"part {part.path}"
+                label = show_name(part.filenames[0]) if part.filenames else part.label
                 details.append(f"{rule}: {label}")
             if details:
                 # Pinned to the part, so that a `strip` policy can remove just that part.

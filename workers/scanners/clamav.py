@@ -74,7 +74,7 @@ class ClamavScanner(Scanner):
         hint = b"" if msg.raw[:9].lower() == b"received:" else MAIL_HINT
         streams: list[tuple[str, tuple[bytes, ...]]] = [("message", (hint, msg.raw))]
         if self.options["scan_parts"]:
-            streams += [(f"part {p.path}", (p.payload,)) for p in msg.suspect_parts]
+            streams += [(p.label, (p.payload,)) for p in msg.suspect_parts]
         findings: list[Finding] = []
         for what, buffers in streams:
             try:
