@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.config import HeadersConfig
 from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_action
+from shared.headers import has_header
 from workers import strip
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner, ScanResult
@@ -127,7 +128,7 @@ def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
     # safest move there is; it gets a status header only when asked for, or when the
     # sender forged one that must not survive.
     wanted = headers.add_status_header and (
-        action != "clean" or headers.status_header_on_clean or _has_header(raw, name))
+        action != "clean" or headers.status_header_on_clean or has_header(raw, name))
     if wanted:
         # "replace": a status header the sender forged is removed, not trusted.
         edits.append(HeaderEdit("replace", name,
@@ -140,12 +141,3 @@ def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
     if tag:
         edits.append(HeaderEdit("subject_tag", "Subject", tag))
     return edits
-
-
-def _has_header(raw: bytes, name: str) -> bool:
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        end = raw.find(b"\n\n")
-    head = raw[:end] if end >= 0 else raw
-    needle = name.lower().encode() + b":"
-    return any(line.lower().startswith(needle) for line in head.splitlines())
