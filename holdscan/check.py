@@ -9,7 +9,9 @@ broker and to clamd, so it is safe to run at any time on a live mail host.
     FAIL broker: Redis requires a password — put it in the URL: redis://:PASSWORD@host:port/db
 
 A check that depends on one that failed is reported as "skip", so the first
-FAIL is the one to fix.
+FAIL is the one to fix. A "warn" line is worth knowing but no failure: e.g. one
+for every other HOLD source in Postfix's configuration, whose mail holdscan
+scans and releases like new mail.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dispatcher.postfix import PostfixError, PostfixSettings, postconf
 from dispatcher.spool import Spool, SpoolError
+from holdscan.holdsources import find_hold_sources
 from shared import config as config_mod
 from workers.clamdclient import Address
 
@@ -42,7 +45,7 @@ PROBE_HEADER = "Received: from mail.example.com (mail.example.com [192.0.2.1])"
 @dataclass(frozen=True)
 class CheckResult:
     name: str
-    status: str          # "ok", "FAIL" or "skip"
+    status: str          # "ok", "FAIL", "warn" (worth knowing, not a failure) or "skip"
     message: str
     fix: str = ""
 
@@ -213,6 +216,56 @@ def check_hold_rule(cfg: config_mod.Config) -> CheckResult:
     return _ok(name, f"HOLD only for mail from smtpd {', '.join(holding)}{rest}")
 
 
+def postconf_all(config_directory: str = "") -> dict[str, str]:
+    """Every main.cf parameter as Postfix sees it (`postconf -x`: $names expanded)."""
+    out: dict[str, str] = {}
+    last = ""
+    for line in _postconf_lines(["-x"], config_directory):
+        if line[:1].isspace() and last:
+            out[last] += " " + line.strip()
+            continue
+        key, sep, value = line.partition(" = ")
+        if not sep:
+            key, value = line.rstrip().rstrip("="), ""
+        last = key.strip()
+        out[last] = value.strip()
+    return out
+
+
+def _postmap_dump(table: str, config_directory: str) -> str | None:
+    """An indexed table's entries (`postmap -s`), for one whose source file is gone."""
+    argv = ["postmap"] + (["-c", config_directory] if config_directory else []) + ["-s", table]
+    p = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30,
+                       errors="replace")
+    return p.stdout if p.returncode == 0 else None
+
+
+def check_hold_sources(cfg: config_mod.Config) -> list[CheckResult]:
+    """Other sources of HOLD: holdscan scans and releases what they park (new mail).
+
+    One "warn" line per HOLD rule, access table, policy service or milter setting
+    that parks mail in hold besides holdscan's own rule (holdscan.holdsources).
+    """
+    name = "hold sources"
+    cd = cfg.postfix.config_directory
+    try:
+        main = postconf_all(cd)
+        services = {k: v.command for k, v in master_services(cd).items()}
+        overrides = master_overrides(cd)
+    except (PostfixError, subprocess.TimeoutExpired) as e:
+        return [_fail(name, f"cannot read Postfix's configuration: {e}",
+                      "fix the Postfix configuration (`postfix check`)")]
+
+    def read(path: str) -> str:
+        return Path(path).read_text(errors="replace")
+
+    findings = find_hold_sources(main, services, overrides, read,
+                                 partial(_postmap_dump, config_directory=cd))
+    if not findings:
+        return [_ok(name, "nothing else in Postfix's configuration parks mail in hold")]
+    return [CheckResult(name, "warn", f.message, f.fix) for f in findings]
+
+
 # -- the spool ----------------------------------------------------------------------
 
 def _nearest_existing(path: Path) -> Path:
@@ -241,6 +294,7 @@ def check_filesystem(cfg: config_mod.Config, settings: PostfixSettings) -> Check
     # The dispatcher creates its directories at start; until then, judge each by the
     # directory it will be created in.
     spool.tmp_dir = _nearest_existing(spool.tmp_dir)
+    spool.custody_dir = _nearest_existing(spool.custody_dir)
     spool.journal.dir = _nearest_existing(spool.journal.dir)
     spool.quarantine_dir = _nearest_existing(spool.quarantine_dir)
     try:
@@ -535,17 +589,29 @@ def _guarded(name: str, check: Callable[[], CheckResult]) -> CheckResult:
         return _fail(name, f"unexpected error: {e}", "fix what it names and run the check again")
 
 
+def _guarded_all(name: str, check: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+    """_guarded() for a check that gives several lines."""
+    results: list[CheckResult] = []
+
+    def one() -> CheckResult:
+        results.extend(check())
+        return _ok(name, "")
+    failed = _guarded(name, one)
+    return results if failed.ok else [failed]
+
+
 def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
     results: list[CheckResult] = []
     postfix_result, settings = check_postfix(cfg)
     results.append(postfix_result)
     if settings is None:
         why = "needs Postfix's settings"
-        results += [_skip(n, why) for n in ("hold rule", "one file system", "spool owner", "user",
-                                            "runtime")]
+        results += [_skip(n, why) for n in ("hold rule", "hold sources", "one file system",
+                                            "spool owner", "user", "runtime")]
     else:
         s = settings
         results.append(_guarded("hold rule", lambda: check_hold_rule(cfg)))
+        results += _guarded_all("hold sources", lambda: check_hold_sources(cfg))
         results.append(_guarded("one file system", lambda: check_filesystem(cfg, s)))
         results.append(_guarded("spool owner", lambda: check_owner(cfg, s)))
         results.append(_guarded("user", lambda: check_user(s)))

@@ -116,14 +116,15 @@ def test_correct_setup_is_all_ok(parts: Parts) -> None:
     assert parts.redis.url in out.line("broker")
     assert "clamd answers PING" in out.line(f"clamd unix:{parts.clamd.socket_path}")
     assert "clamd answers PING" in out.line(f"clamd tcp:127.0.0.1:{parts.clamd.port}")
-    for name in ("postfix", "one file system", "spool owner", "user", "runtime"):
+    for name in ("postfix", "hold sources", "one file system", "spool owner", "user",
+                 "runtime"):
         out.line(name)
 
 
 def test_check_runs_as_a_module_too(parts: Parts) -> None:
     out = holdscan_check(parts.config(), via="module")
     assert out.code == 0, out.output
-    assert len(out.lines) == 11, out.output
+    assert len(out.lines) == 12, out.output
     assert "0 rule(s); default: infected quarantine" in out.line("policy")
     assert "off" in out.line("notify")
 
