@@ -27,14 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from holdscan.lab.server import free_port
+
 DEFAULT_MAIN_CF = Path("/etc/postfix/main.cf")
 _LOCK = Path("/tmp/.holdscan-postfix-alternates.lock")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(*argv: str, check: bool = True, input: bytes | None = None

@@ -3,7 +3,7 @@
 Run as its own process (`python -m holdscan.lab.sink PORT DIR`) so that it
 outlives nothing and shares no interpreter with the code under test. Each
 delivery becomes DIR/<n>.json (envelope) and DIR/<n>.eml (the bytes received,
-CRLF line endings as sent on the wire).
+CRLF line endings as sent on the wire); the process's own output goes to DIR/sink.out.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from holdscan.lab.server import LabServer, port_open
 
 
 @dataclass
@@ -47,41 +47,28 @@ class Delivery:
         return b"" if sep < 0 else self.data[sep + 4:]
 
 
-class Sink:
-    def __init__(self, port: int, directory: str | os.PathLike[str] | None = None) -> None:
-        self.port = port
-        self._own_dir = directory is None
-        self.dir = Path(directory or tempfile.mkdtemp(prefix="holdscan-sink-"))
-        self.proc: subprocess.Popen[bytes] | None = None
+class Sink(LabServer):
+    name = "sink"
+    start_timeout = 15.0
 
-    def start(self) -> Sink:
-        root = Path(__file__).resolve().parents[2]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "holdscan.lab.sink", str(self.port), str(self.dir)],
-            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        import socket
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sink did not start")
+    def __init__(self, port: int, directory: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(None if directory is None else Path(directory), port=port)
+
+    @property
+    def cwd(self) -> Path:
+        return Path(__file__).resolve().parents[2]
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "holdscan.lab.sink", str(self.port), str(self.dir)]
+
+    def ping(self) -> bool:
+        return port_open(self.port)
 
     def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+        """Stop, and remove the directory if the sink made it (deliveries are gone then)."""
+        super().stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Sink:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def deliveries(self) -> list[Delivery]:
         out = []
@@ -104,7 +91,8 @@ class Sink:
 
     def clear(self) -> None:
         for p in self.dir.iterdir():
-            p.unlink()
+            if p != self.output_path:
+                p.unlink()
 
 
 def _serve(port: int, directory: Path) -> None:

@@ -24,17 +24,12 @@ import grp
 import os
 import pwd
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
-from holdscan.lab.clamd import free_port
+from holdscan.lab.server import LabServer, ServerError, port_open
 
 SPAMD = "/usr/sbin/spamd"
 SA_RULES = "/usr/share/spamassassin"        # the rules the Debian package ships
@@ -57,107 +52,36 @@ def rspamd_available() -> bool:
     return os.access(RSPAMD, os.X_OK) and os.path.isdir(RSPAMD_CONF)
 
 
-class SpamDaemonError(RuntimeError):
+class SpamDaemonError(ServerError):
     """The daemon would not start; the message carries the end of its log."""
 
 
-class _Daemon:
-    """Start, wait until it answers, stop; the same port again after a restart."""
+class _Daemon(LabServer):
+    """A spam daemon: its directory is readable by RUN_AS; the same port again after a
+    restart, and "stopped" means nobody listens there any more."""
 
-    name = "daemon"
-    log_name = "daemon.log"
+    start_timeout = 60.0
+    stop_timeout = 15.0     # both daemons take their worker processes down on SIGTERM
+    error = SpamDaemonError
+    _LOG_LINES = 15
 
     def __init__(self, directory: str | None = None) -> None:
-        self._own_dir = directory is None
-        self.dir = Path(directory or tempfile.mkdtemp(prefix=f"holdscan-{self.name}-"))
+        super().__init__(directory)
         # The daemon's workers run as RUN_AS and read their configuration here.
         os.chmod(self.dir, 0o755)
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
 
-    @property
-    def log_path(self) -> Path:
-        return self.dir / self.log_name
-
-    def _command(self) -> list[str]:
-        raise NotImplementedError
-
-    def ping(self) -> bool:
-        raise NotImplementedError
-
-    def start(self, timeout: float = 60.0) -> Self:
-        if self.proc is not None:
-            return self
-        self._stderr = open(self.dir / "stderr", "ab")  # noqa: SIM115 (closed by stop())
-        self.proc = subprocess.Popen(self._command(), cwd=self.dir, stdout=subprocess.DEVNULL,
-                                     stderr=self._stderr)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise SpamDaemonError(f"{self.name} exited at start:\n{self._log_tail()}")
-            if self.ping():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise SpamDaemonError(f"{self.name} did not answer within {timeout:g}s:\n"
-                              f"{self._log_tail()}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-        if proc is None:
-            return
-        # Both daemons take their worker processes down with them on SIGTERM.
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self._wait_port_closed()
-
-    def _wait_port_closed(self, timeout: float = 10.0) -> None:
+    def after_stop(self) -> None:
         # A worker that outlives its parent for a moment would still answer;
         # "stopped" must mean nobody listens.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    pass
-            except OSError:
-                return
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and port_open(self.port, timeout=0.5):
             time.sleep(0.05)
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _log_tail(self) -> str:
-        out = []
-        for path in (self.log_path, self.dir / "stderr"):
-            try:
-                out += path.read_text(errors="replace").splitlines()[-15:]
-            except OSError:
-                pass
-        return "\n".join(out) or "(no log)"
 
     def _give_to_run_user(self, *paths: Path) -> None:
         if os.geteuid() == 0:
             user = pwd.getpwnam(RUN_AS)
             for p in paths:
                 os.chown(p, user.pw_uid, user.pw_gid)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 class SpamdServer(_Daemon):
@@ -196,7 +120,7 @@ class SpamdServer(_Daemon):
         for p in [site, *site.iterdir()]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         cmd = [SPAMD, "--local", "--nouser-config",
                f"--configpath={SA_RULES}", f"--siteconfigpath={self.dir / 'site'}",
                f"--listen=127.0.0.1:{self.port}", f"--listen={self.socket_path}",
@@ -223,8 +147,8 @@ class SpamdServer(_Daemon):
                 return False
         return True
 
-    def stop(self) -> None:
-        super().stop()
+    def after_stop(self) -> None:
+        super().after_stop()
         # So that a client sees "no such file" rather than a socket nobody listens on.
         Path(self.socket_path).unlink(missing_ok=True)
 
@@ -294,7 +218,7 @@ worker "normal" {{
 """)
         self._give_to_run_user(self.dir / "db", self.dir / "run", self.dir)
 
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         cmd = [RSPAMD, "--no-fork", "--config", str(self.dir / "rspamd.conf"),
                "--var", f"LOCAL_CONFDIR={self.dir}", "--var", f"DBDIR={self.dir / 'db'}",
                "--var", f"RUNDIR={self.dir / 'run'}", "--var", f"LOGDIR={self.dir}"]
