@@ -149,10 +149,9 @@ def _blocker(path: str) -> str:
             st = os.stat(d)
         except OSError:
             return ""
+        want = os.R_OK
         if stat.S_ISDIR(st.st_mode):
             want = os.X_OK if d != p else os.R_OK | os.X_OK
-        else:
-            want = os.R_OK
         if not os.access(d, want):
             return _describe(d, st)
     return ""
@@ -177,9 +176,9 @@ def _loaded_from(directory: str) -> list[str]:
 def _script_dir() -> str:
     """sys.path[0] of a console script: its bin/ directory, which nothing is imported from."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if argv0 and os.path.basename(argv0) not in ("-c", "-m") and sys.path:
-        if os.path.dirname(os.path.realpath(argv0)) == sys.path[0]:
-            return sys.path[0]
+    if argv0 and os.path.basename(argv0) not in ("-c", "-m") and sys.path and \
+            os.path.dirname(os.path.realpath(argv0)) == sys.path[0]:
+        return sys.path[0]
     return ""
 
 
