@@ -50,15 +50,16 @@ try:
     if sys.argv[3] == "rewrite":
         spool.rewrite(claim, [queuefile.serialize(tagged)])
     elif sys.argv[3] == "quarantine":
-        spool.quarantine(claim, {"reason": "test", "recipients": %r})
+        spool.quarantine(claim, {"reason": "test", "recipients": RCPTS})
     else:
-        a = tagged.with_recipients(lambda r: r.address == %r)
+        a = tagged.with_recipients(lambda r: r.address == RCPT_A)
         spool.rewrite(claim, [queuefile.serialize(a)],
-                      quarantine={"reason": "test", "recipients": [%r]})
+                      quarantine={"reason": "test", "recipients": [RCPT_B]})
     print("done")
 except MessageGone as e:
     print("gone:", e)
-""" % (RCPTS, RCPTS[0], RCPTS[1])
+""".replace("RCPTS", repr(RCPTS)).replace("RCPT_A", repr(RCPTS[0])).replace("RCPT_B",
+                                                                          repr(RCPTS[1]))
 
 POINTS = {
     "rewrite": ["rewrite.after_write", "rewrite.before_commit", "rewrite.after_commit",
