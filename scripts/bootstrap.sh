@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Install what holdscan needs on a fresh Debian/Ubuntu machine: Postfix, clamd, Redis, and
-# SpamAssassin's spamd and rspamd (the spam scanner's tests start both) from the
-# distribution (when run as root or with sudo), and holdscan with its Python packages in a
-# venv at .venv. Safe to run again.
+# Install what holdscan needs on a fresh Debian/Ubuntu machine: Postfix, clamd, Redis,
+# SpamAssassin's spamd and rspamd (the spam scanner's tests start both) and strace (the
+# power-loss test traces the dispatcher's file-system calls) from the distribution (when run
+# as root or with sudo), and holdscan with its Python packages in a venv at .venv. Safe to
+# run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 for pair in postconf:postfix clamd:clamav-daemon redis-server:redis-server smtp-sink:postfix \
-        spamd:spamd rspamd:rspamd; do
+        spamd:spamd rspamd:rspamd strace:strace; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
