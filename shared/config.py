@@ -36,7 +36,7 @@ class DispatcherConfig:
     max_in_flight: int = 5000
     batch_size: int = 20            # messages per Celery task
     batch_wait: float = 0.02        # seconds to wait for a batch to fill
-    verdict_deadline: float = 300.0 # seconds before a message is sent again
+    verdict_deadline: float = 300.0 # seconds for a worker to start it, else sent again
     max_attempts: int = 5
     on_max_attempts: str = "quarantine"   # or "hold": leave it in hold for a human
     rescan_interval: float = 30.0
