@@ -7,9 +7,10 @@ when the dispatcher is gone (its last words) and by anyone with `cat`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from dispatcher import durable
 
 
 class Status:
@@ -17,9 +18,9 @@ class Status:
         self.path = path
 
     def write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        # Written whole and renamed into place: a reader never sees half of it.
+        durable.write_file(self.path, json.dumps(data, indent=1, sort_keys=True).encode(),
+                           mode=0o644, sync_dir=False)
 
     def read(self) -> dict[str, Any] | None:
         try:

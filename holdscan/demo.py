@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,8 @@ import zipfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
+
+from dispatcher.quarantine import entries as quarantine_entries
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -143,8 +144,7 @@ def run_demo(keep: bool = False, out: TextIO | None = None) -> list[dict[str, st
         deadline = time.monotonic() + 120
         while True:
             delivered = sink.count()
-            stopped = len([p for p in qdir.iterdir() if not p.name.startswith(".")]) \
-                if qdir.exists() else 0
+            stopped = len(quarantine_entries(qdir))
             held = len(pf.queue_files("hold"))
             write(f"\r  held {held}  delivered {delivered}  quarantined {stopped}   ")
             if delivered + stopped >= len(messages):
@@ -160,13 +160,11 @@ def run_demo(keep: bool = False, out: TextIO | None = None) -> list[dict[str, st
                          "subject": d.header("Subject") or "",
                          "verdict": d.header("X-Holdscan-Status") or "(none)",
                          "action": "delivered", "ended": f"sink (to {', '.join(d.rcpt_tos)})"})
-        for p in sorted(qdir.iterdir()):
-            if p.name.startswith("."):
-                continue
-            meta = json.loads((p / "meta.json").read_text())
+        for e in quarantine_entries(qdir):
+            meta = e.meta
             rows.append({"queue_id": meta["queue_id"], "subject": meta.get("subject", ""),
                          "verdict": f"{meta['action']} ({meta['reason']})",
-                         "action": "quarantined", "ended": f"quarantine {p.name}"})
+                         "action": "quarantined", "ended": f"quarantine {e.id}"})
         order = {s: i for i, (s, _) in enumerate(messages)}
         rows.sort(key=lambda r: order.get(r["subject"], 99))
         write(_row_table(rows) + "\n\n")
