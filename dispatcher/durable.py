@@ -38,24 +38,15 @@ def write_file(path: Path, data: bytes, mode: int = 0o600,
     directory, all bytes written and fsync'd, renamed into place, directory fsync'd.
     A reader sees the old file or the new one, never a part of either."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        write_all(fd, data)
-        if owner:
-            os.fchown(fd, *owner)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_synced(tmp, os.O_TRUNC, data, mode, owner)
     os.rename(tmp, path)
     if sync_dir:
         fsync_dir(path.parent)
 
 
-def write_new(path: Path, data: bytes, mode: int = 0o600,
-              owner: tuple[int, int] | None = None) -> None:
-    """Create `path` (it must not exist) with `data`, fsync'd. The caller fsyncs the
-    directory once it has created everything that goes there."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+def _write_synced(path: Path, how: int, data: bytes, mode: int,
+                  owner: tuple[int, int] | None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | how | os.O_CLOEXEC, mode)
     try:
         write_all(fd, data)
         if owner:
