@@ -409,9 +409,20 @@ class Spool:
         fsync_dir(claim.path.parent)
 
     def _taken(self, entry: Entry) -> bool:
+        """Is the original in our custody? Judged by its inode, never by a name alone."""
         if entry.quarantine_id:
-            return self.quarantine_entries.is_taken(entry.quarantine_id)
-        return (self.custody_dir / entry.original).exists()
+            places = [self.quarantine_entries.custody(entry.quarantine_id),
+                      self.quarantine_dir / entry.quarantine_id / "queuefile"]
+        else:
+            places = [self.custody_dir / entry.original]
+        for p in places:
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_ino == entry.inode:
+                return True
+        return False
 
     def _finish(self, entry: Entry) -> None:
         """Everything after the take; each step idempotent."""
