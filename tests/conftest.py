@@ -1,15 +1,35 @@
-"""Fixtures that start real parts: a private Postfix with an SMTP sink, and Redis."""
+"""Fixtures that start real parts: a private Postfix with an SMTP sink, Redis, clamd,
+and holdscan itself (dispatcher and workers) on top of them.
+
+    sink, postfix           a Postfix that holds all mail from its smtpd, relaying to the
+                            sink; one pair per test
+    shared_postfix          (postfix, sink) started once for a module, for tests that each
+                            leave the queues empty; a module overrides shared_postfix_kind
+                            for another kind of Postfix
+    redis_server, clamd     one per test
+    cluster                 makes holdscan's processes for a test: cluster(**dispatcher)
+
+Helpers to import are in tests/support/: mail.py (messages, EICAR, send),
+spool.py (quarantine, exactly-once and clean-spool checks).
+"""
 
 from __future__ import annotations
 
-import smtplib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from holdscan.lab.clamd import ClamdServer
+from holdscan.lab.cluster import Cluster, lab_config
 from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
+
+# tests/integration/test_power_loss.py still imports these two from here.
+from tests.support.mail import send, simple_message  # noqa: F401
 
 
 @pytest.fixture
@@ -24,27 +44,76 @@ def postfix(sink: Sink) -> Iterator[PostfixInstance]:
         yield pf
 
 
+@pytest.fixture(scope="module")
+def shared_postfix_kind() -> Callable[[int], PostfixInstance]:
+    """What shared_postfix starts: a function of the sink's port that makes the (not yet
+    started) Postfix. A module defines its own fixture of this name for another kind, e.g.
+    `return functools.partial(PostfixInstance, hold="smtpd")`."""
+    return PostfixInstance
+
+
+@pytest.fixture(scope="module")
+def shared_postfix(shared_postfix_kind: Callable[[int], PostfixInstance]
+                   ) -> Iterator[tuple[PostfixInstance, Sink]]:
+    """One Postfix and its sink for a whole module (starting one costs seconds). The tests
+    that share it leave its queues empty; what else they reset before each is theirs."""
+    with Sink(free_port()) as sink, shared_postfix_kind(sink.port) as pf:
+        yield pf, sink
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as r:
         yield r
 
 
-def send(port: int, sender: str, recipients: list[str], message: bytes | str,
-         **kwargs: object) -> None:
-    """Send one message by SMTP to a private Postfix."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-        s.sendmail(sender, recipients, message, **kwargs)  # type: ignore[arg-type]
+@pytest.fixture
+def clamd() -> Iterator[ClamdServer]:
+    """A real clamd with a generated EICAR signature, on a UNIX socket."""
+    with ClamdServer(tcp=False) as c:
+        yield c
 
 
-def simple_message(n: int, body: str = "hello\r\n", subject: str = "test") -> bytes:
-    return (f"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: {subject} {n}\r\n"
-            f"Message-ID: <msg-{n}@holdscan.test>\r\n\r\n{body}").encode()
+ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
-def clamd():  # noqa: ANN201
-    """A real clamd with a generated EICAR signature, on a UNIX socket."""
-    from tests.support.clamd import ClamdServer
-    with ClamdServer(tcp=False) as c:
-        yield c
+def cluster(request: pytest.FixtureRequest, clamd: ClamdServer,
+            tmp_path: Path) -> ClusterFactory:
+    """Makes holdscan's dispatcher and workers for this test (started by the test):
+
+        c = cluster()                              on the `postfix` fixture, `redis_server`
+        c = cluster(max_attempts=2)                other [dispatcher] settings
+        c = cluster(tables={"headers": {...}})     other tables of the config
+        c = cluster(extra_toml=RULES)              text added at the end of the config
+        c = cluster(postfix=pf, broker_url=url)    another Postfix, another broker
+
+    Each is a holdscan.lab.cluster.Cluster with a config from lab_config (short deadlines)
+    and clamd's UNIX socket; `postfix` and `redis_server` are started only when used.
+    Every cluster is stopped after the test, before the fixtures it runs on.
+    """
+    made: list[Cluster] = []
+
+    def make(*, postfix: PostfixInstance | None = None, broker_url: str | None = None,
+             tables: dict[str, dict[str, Any]] | None = None, extra_toml: str = "",
+             **dispatcher: Any) -> Cluster:
+        pf = postfix if postfix is not None else request.getfixturevalue("postfix")
+        broker = broker_url if broker_url is not None else \
+            request.getfixturevalue("redis_server").url
+        # Readable to Postfix's mail_owner, as whom the dispatcher runs.
+        os.chmod(tmp_path, 0o755)
+        name = "holdscan" if not made else f"holdscan-{len(made) + 1}"
+        log_dir = tmp_path if not made else tmp_path / name
+        log_dir.mkdir(exist_ok=True)
+        cfg = lab_config(tmp_path / f"{name}.toml", pf.config_dir, broker, clamd.addresses[0],
+                         tables=tables, **dispatcher)
+        if extra_toml:
+            with open(cfg, "a") as f:
+                f.write(extra_toml)
+        c = Cluster(cfg, log_dir)
+        made.append(c)
+        # Registered now, after any fixture fetched above: it runs before their teardown.
+        request.node.addfinalizer(c.close)
+        return c
+
+    return make

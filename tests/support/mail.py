@@ -1,15 +1,88 @@
-"""Building test messages and archives in code, so that no binary is committed."""
+"""Test mail, built in code so that no binary is committed, and sent by SMTP.
+
+Messages for a Postfix (numbered, so each has its own Message-ID):
+
+    simple_message(n)      a plain text message, Message-ID <msg-N@holdscan.test>
+    eicar_message(n)       EICAR as a base64 attachment, Message-ID <bad-N@holdscan.test>
+    send(port, sender, recipients, message)     one message by SMTP
+    send_many(port, count)                      clean messages over parallel sessions
+
+Building blocks for the scanners (HEADERS is a fixed set of headers):
+
+    simple(body), part(data, ctype, name), multipart(*parts), b64(data)
+    zip_bytes / tar_bytes (members), encrypted_flag, zeros_zip, zeros_gzip,
+    nested_bomb, overlapping_bomb, eicar_variants(), PE (a minimal Windows program)
+
+EICAR is the 68-byte test string, built at run time by holdscan.lab.clamd, whose
+clamd detects it as DETECTED_AS.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
+import smtplib
 import struct
 import tarfile
+import threading
 import zipfile
 import zlib
 
-from tests.support.clamd import EICAR
+from holdscan.lab.clamd import EICAR
+
+__all__ = [
+    "EICAR", "HEADERS", "PE", "b64", "eicar_message", "eicar_variants", "encrypted_flag",
+    "multipart", "nested_bomb", "overlapping_bomb", "part", "send", "send_many", "simple",
+    "simple_message", "tar_bytes", "zeros_gzip", "zeros_zip", "zip_bytes",
+]
+
+
+# -- messages for a Postfix ----------------------------------------------------------------------
+
+def simple_message(n: int, body: str = "hello\r\n", subject: str = "test") -> bytes:
+    return (f"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: {subject} {n}\r\n"
+            f"Message-ID: <msg-{n}@holdscan.test>\r\n\r\n{body}").encode()
+
+
+def eicar_message(n: int) -> bytes:
+    payload = base64.encodebytes(EICAR).decode()
+    return (
+        "From: bad@example.test\r\nTo: rcpt@example.test\r\n"
+        f"Subject: infected {n}\r\nMessage-ID: <bad-{n}@holdscan.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+        "--b1\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
+        "--b1\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Disposition: attachment; filename=\"eicar.com.txt\"\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{payload}\r\n--b1--\r\n").encode()
+
+
+def send(port: int, sender: str, recipients: list[str], message: bytes | str,
+         **kwargs: object) -> None:
+    """Send one message by SMTP to a private Postfix."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(sender, recipients, message, **kwargs)  # type: ignore[arg-type]
+
+
+def send_many(port: int, count: int, start: int = 0, threads: int = 5) -> list[str]:
+    """Send `count` clean messages over a few parallel SMTP sessions; returns Message-IDs."""
+    ids = [f"<msg-{n}@holdscan.test>" for n in range(start, start + count)]
+    chunks = [list(range(start + i, start + count, threads)) for i in range(threads)]
+
+    def one(numbers: list[int]) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+            for n in numbers:
+                s.sendmail("sender@example.test", ["rcpt@example.test"],
+                           simple_message(n, body=f"body of message {n}\r\n" * 20))
+
+    ts = [threading.Thread(target=one, args=(c,)) for c in chunks if c]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return ids
+
+
+# -- building blocks for the scanners ------------------------------------------------------------
 
 HEADERS = (b"Received: from mx.example.test by hold.example.test;\r\n"
            b"\tMon, 1 Jan 2024 00:00:00 +0000\r\n"

@@ -1,25 +1,24 @@
-"""Fixtures for the scanner tests: one real clamd for the session, and scanning helpers."""
+"""Fixtures for the worker tests: one real clamd for the session, and scanning helpers.
+
+The helpers they use (REQUEST, make_config, Scan) are in tests/support/scanning.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from shared.config import Config, HeadersConfig
-from shared.contract import ScanRequest, Verdict
-from tests.support.clamd import ClamdServer, available
+from holdscan.lab.clamd import ClamdServer, available
+from shared.config import HeadersConfig
+from shared.contract import Verdict
+from tests.support.scanning import REQUEST, Scan, make_config
 from workers.engine import scan_message
 from workers.scanners import build_scanners
 from workers.scanners.base import Scanner
 
 # Small, so that the "too large" test needs only a few megabytes.
 STREAM_MAX = "2M"
-
-REQUEST = ScanRequest(queue_id="4XyzAB1cDEfgH", attempt=1, sender="sender@example.test",
-                      recipients=["rcpt@example.test"], content_key="holdscan:c:test", size=0,
-                      reply_to="holdscan:v:test", submitted_at=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -30,20 +29,9 @@ def clamd() -> Iterator[ClamdServer]:
         yield server
 
 
-def make_config(clamd_addresses: list[str], **scanners: dict[str, Any]) -> Config:
-    cfg = Config()
-    cfg.scanners = {"clamav": {"addresses": clamd_addresses, "timeout": 20.0}}
-    for name, table in scanners.items():
-        cfg.scanners.setdefault(name, {}).update(table)
-    return cfg
-
-
 @pytest.fixture(scope="session")
 def scanners(clamd: ClamdServer) -> list[Scanner]:
     return build_scanners(make_config(clamd.addresses))
-
-
-Scan = Callable[..., Verdict]     # (raw, scanners=None, headers=None) -> Verdict
 
 
 @pytest.fixture

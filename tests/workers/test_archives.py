@@ -15,7 +15,7 @@ import pytest
 
 from shared.config import ConfigError
 from shared.contract import Finding
-from tests.scanners.mail import (
+from tests.support.mail import (
     PE,
     encrypted_flag,
     multipart,

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from holdscan.lab.clamd import DETECTED_AS, ClamdServer, available
 from shared.config import ConfigError
-from tests.scanners.conftest import Scan, make_config
-from tests.scanners.mail import b64, eicar_variants, multipart, part, simple, zip_bytes
-from tests.support.clamd import DETECTED_AS, EICAR, ClamdServer, available
+from tests.support.mail import EICAR, b64, eicar_variants, multipart, part, simple, zip_bytes
+from tests.support.scanning import Scan, make_config
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners
 from workers.scanners.clamav import TOO_LARGE, ClamavScanner

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from holdscan.lab.clamd import DETECTED_AS, ClamdServer
 from shared.config import Config, ConfigError, HeadersConfig
 from shared.contract import Finding, Verdict
-from tests.scanners.conftest import REQUEST, Scan, make_config
-from tests.scanners.mail import (
+from tests.support.mail import (
+    EICAR,
     HEADERS,
     PE,
     b64,
@@ -29,7 +30,7 @@ from tests.scanners.mail import (
     tar_bytes,
     zip_bytes,
 )
-from tests.support.clamd import DETECTED_AS, EICAR, ClamdServer
+from tests.support.scanning import REQUEST, Scan, make_config
 from workers.engine import scan_message, status_text
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.config import ConfigError
-from tests.scanners.mail import PE, tar_bytes, zip_bytes
+from tests.support.mail import PE, tar_bytes, zip_bytes
 from workers.filetype import sniff
 from workers.scanners.filerules import RULE_DEFAULTS, FileRules
 

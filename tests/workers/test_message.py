@@ -7,7 +7,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.scanners.mail import HEADERS, PE, b64, multipart, part, simple
+from tests.support.mail import HEADERS, PE, b64, multipart, part, simple
 from workers.message import STRICT, TOLERANT, ParsedMessage, ParseLimits, decode_words
 
 

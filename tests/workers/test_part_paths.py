@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import mimeparts
-from tests.scanners.mail import HEADERS, PE, part
+from tests.support.mail import HEADERS, PE, part
 from workers.message import ParsedMessage, Part
 
 TEXT = part(b"hello\r\n", "text/plain", encoding="7bit")

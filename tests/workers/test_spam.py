@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from holdscan.lab.clamd import DETECTED_AS, ClamdServer
 from holdscan.lab.spam import (
     GTUBE,
     RspamdServer,
@@ -27,9 +28,8 @@ from holdscan.lab.spam import (
 )
 from shared.config import Config, ConfigError, HeadersConfig
 from shared.contract import Verdict
-from tests.scanners.conftest import REQUEST, make_config
-from tests.scanners.mail import simple
-from tests.support.clamd import DETECTED_AS, EICAR, ClamdServer
+from tests.support.mail import EICAR, simple
+from tests.support.scanning import REQUEST, make_config
 from workers.engine import scan_message
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners

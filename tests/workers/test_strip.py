@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from holdscan.lab.clamd import DETECTED_AS
 from shared import mimeparts
 from shared.contract import ContractError, Verdict
-from tests.scanners.conftest import Scan
-from tests.scanners.mail import HEADERS, PE, multipart, part, simple, zip_bytes
-from tests.support.clamd import DETECTED_AS, EICAR
+from tests.support.mail import EICAR, HEADERS, PE, multipart, part, simple, zip_bytes
+from tests.support.scanning import Scan
 
 pytestmark = pytest.mark.clamd
 
