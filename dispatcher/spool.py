@@ -158,6 +158,8 @@ class Spool:
         for d in (self.state_dir, self.tmp_dir, self.custody_dir, self.journal.dir,
                   self.quarantine_dir, self.scan_requests_dir):
             durable.make_dirs(d, 0o700, self._owner_if_root())
+            if os.geteuid() == 0:
+                os.chown(d, *self.owner)    # also one that root made by hand
         self.check_same_filesystem()
 
     def check_same_filesystem(self) -> None:

@@ -187,3 +187,28 @@ def test_error_verdicts_a_component_down_waits_a_broken_message_is_given_up_on(
     assert sink.count() == 1 and d.message_id in ("<msg-1@holdscan.test>",
                                                    "<msg-2@holdscan.test>")
     assert notices == {waiting.name: 3, broken.name: 2}
+
+
+def test_a_message_whose_operation_fails_costs_it_a_retry_not_the_dispatcher(postfix, sink,
+                                                                             cluster_cfg):
+    c = cluster_cfg(tables={"headers": {"status_header_on_clean": True}})
+    send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
+    send(postfix.port, "s@example.test", ["r@example.test"], simple_message(2))
+    first, second = postfix.wait_held(2)
+    # Its rewrite cannot take it: a directory stands where its custody copy would go.
+    blocker = postfix.queue_dir / "holdscan" / "taken" / first.name
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.mkdir()
+    c.start_worker()
+    c.start_dispatcher()
+    [d] = sink.wait_count(1, timeout=60)
+    assert d.message_id in ("<msg-1@holdscan.test>", "<msg-2@holdscan.test>")
+    c.wait_for(lambda: "could not apply verdict" in c.logs("dispatcher"), 30, "error logged")
+    assert first.name in c.logs("dispatcher") and first.exists()
+    assert c.dispatcher is not None and c.dispatcher.poll() is None     # still running
+    blocker.rmdir()
+    sink.wait_count(2, timeout=90)          # retried after 30 s
+    time.sleep(1)
+    assert sorted(x.message_id for x in sink.deliveries()) == ["<msg-1@holdscan.test>",
+                                                                "<msg-2@holdscan.test>"]
+    postfix.wait_empty()
