@@ -1,16 +1,16 @@
 """Fixtures that start real parts: a private Postfix with an SMTP sink, Redis, clamd,
 and holdscan itself (dispatcher and workers) on top of them.
 
-    sink, postfix           a Postfix that holds all mail from its smtpd, relaying to the
-                            sink; one pair per test
+    sink, postfix           a Postfix that holds the mail it receives, relaying released
+                            mail to the sink; one pair per test
     shared_postfix          (postfix, sink) started once for a module, for tests that each
                             leave the queues empty; a module overrides shared_postfix_kind
                             for another kind of Postfix
     redis_server, clamd     one per test
     cluster                 makes holdscan's processes for a test: cluster(**dispatcher)
 
-Helpers to import are in tests/support/: mail.py (messages, EICAR, send),
-spool.py (quarantine, exactly-once and clean-spool checks).
+Helpers to import are in tests/support/ (tests/README.md lists them): mail.py (messages,
+EICAR, send), spool.py (quarantine, exactly-once and clean-spool checks).
 """
 
 from __future__ import annotations
@@ -74,12 +74,9 @@ def clamd() -> Iterator[ClamdServer]:
         yield c
 
 
-ClusterFactory = Callable[..., Cluster]
-
-
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, clamd: ClamdServer,
-            tmp_path: Path) -> ClusterFactory:
+            tmp_path: Path) -> Callable[..., Cluster]:
     """Makes holdscan's dispatcher and workers for this test (started by the test):
 
         c = cluster()                              on the `postfix` fixture, `redis_server`

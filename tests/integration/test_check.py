@@ -25,7 +25,7 @@ from holdscan.lab.clamd import ClamdServer
 from holdscan.lab.postfix import free_port, run
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
-from tests.integration.test_rule3_local_mail_not_held import SnippetPostfix
+from tests.support.snippet_postfix import SnippetPostfix
 
 pytestmark = [pytest.mark.postfix, pytest.mark.redis, pytest.mark.clamd]
 

@@ -22,7 +22,7 @@ import pytest
 from holdscan.lab.cluster import lab_config
 from holdscan.lab.postfix import PostfixInstance, run
 from holdscan.lab.sink import Sink
-from tests.integration.test_rule3_local_mail_not_held import SnippetPostfix
+from tests.support.snippet_postfix import SnippetPostfix
 
 pytestmark = pytest.mark.postfix
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import send
+from tests.support.mail import send
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,108 +6,33 @@ body intact, whatever was killed on the way.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
-import smtplib
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from holdscan.lab.cluster import HOLDSCAN, Cluster, lab_config
-from holdscan.lab.postfix import PostfixInstance
-from tests.conftest import send, simple_message
+from holdscan.lab.cluster import HOLDSCAN
+from tests.support.mail import eicar_message, send, send_many, simple_message
+from tests.support.spool import assert_exactly_once, assert_spool_clean, quarantined
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
 
-EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
-
-
-def eicar_message(n: int) -> bytes:
-    payload = base64.encodebytes(EICAR).decode()
-    return (
-        "From: bad@example.test\r\nTo: rcpt@example.test\r\n"
-        f"Subject: infected {n}\r\nMessage-ID: <bad-{n}@holdscan.test>\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
-        "--b1\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
-        "--b1\r\nContent-Type: application/octet-stream\r\n"
-        "Content-Disposition: attachment; filename=\"eicar.com.txt\"\r\n"
-        f"Content-Transfer-Encoding: base64\r\n\r\n{payload}\r\n--b1--\r\n").encode()
-
-
-def send_many(port: int, count: int, start: int = 0, threads: int = 5) -> list[str]:
-    """Send `count` clean messages over a few parallel SMTP sessions; returns Message-IDs."""
-    ids = [f"<msg-{n}@holdscan.test>" for n in range(start, start + count)]
-    chunks = [list(range(start + i, start + count, threads)) for i in range(threads)]
-
-    def one(numbers: list[int]) -> None:
-        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
-            for n in numbers:
-                s.sendmail("sender@example.test", ["rcpt@example.test"],
-                           simple_message(n, body=f"body of message {n}\r\n" * 20))
-
-    ts = [threading.Thread(target=one, args=(c,)) for c in chunks if c]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return ids
-
-
-@pytest.fixture
-def cluster(postfix, redis_server, clamd, tmp_path):
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                      clamd.addresses[0])
-    c = Cluster(cfg, tmp_path)
-    yield c
-    c.close()
-
-
-def quarantine_dir(pf: PostfixInstance) -> Path:
-    return pf.queue_dir / "holdscan" / "quarantine"
-
-
-def quarantined(pf: PostfixInstance) -> list[dict]:
-    d = quarantine_dir(pf)
-    if not d.exists():
-        return []
-    return [json.loads((p / "meta.json").read_text()) for p in d.iterdir()
-            if not p.name.startswith(".")]
-
-
-def assert_exactly_once(sink, expected_ids: list[str]) -> None:
-    counts = Counter(d.message_id for d in sink.deliveries())
-    missing = [i for i in expected_ids if counts[i] == 0]
-    dupes = {i: c for i, c in counts.items() if c > 1}
-    assert not missing, f"{len(missing)} never delivered, e.g. {missing[:5]}"
-    assert not dupes, f"delivered more than once: {dict(list(dupes.items())[:5])}"
-
-
-def assert_spool_clean(pf: PostfixInstance) -> None:
-    pf.wait_empty()
-    state = pf.queue_dir / "holdscan"
-    assert not list((state / "tmp").iterdir())
-    assert not list((state / "journal").iterdir())
-    assert "renam" not in pf.postsuper("-s").stderr
-
 
 def test_clean_delivered_once_and_eicar_quarantined(postfix, sink, cluster):
+    c = cluster()
     for n in range(5):
         send(postfix.port, "sender@example.test", ["rcpt@example.test"],
              simple_message(n, body=f"line one of {n}\r\nline two\r\n"))
     send(postfix.port, "bad@example.test", ["rcpt@example.test"], eicar_message(1))
     postfix.wait_held(6)
-    cluster.start_worker()
-    cluster.start_dispatcher()
+    c.start_worker()
+    c.start_dispatcher()
     got = sink.wait_count(5, timeout=60)
-    cluster.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "one quarantined message")
+    c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "one quarantined message")
     time.sleep(1)
     assert_exactly_once(sink, [f"<msg-{n}@holdscan.test>" for n in range(5)])
     assert sink.count() == 5
@@ -120,7 +45,7 @@ def test_clean_delivered_once_and_eicar_quarantined(postfix, sink, cluster):
     assert q["sender"] == "bad@example.test" and q["recipients"] == ["rcpt@example.test"]
     assert_spool_clean(postfix)
     out = subprocess.run([sys.executable, "-m", "holdscan.cli", "quarantine", "list", "--json",
-                          "--config", str(cluster.config)], capture_output=True, text=True,
+                          "--config", str(c.config)], capture_output=True, text=True,
                          check=True).stdout
     [row] = json.loads(out)
     assert row["queue_id"] == q["queue_id"] and row["verdict"] == "infected"
@@ -141,17 +66,10 @@ CRASH_POINTS = [
 
 
 @pytest.mark.parametrize(("point", "after", "rewrite"), CRASH_POINTS)
-def test_sigkill_at_each_step_delivers_exactly_once(postfix, sink, redis_server, clamd, tmp_path,
-                                                    point, after, rewrite):
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                     clamd.addresses[0],
-                     tables={"headers": {"status_header_on_clean": rewrite}})
-    cluster = Cluster(cfg, tmp_path)
-    try:
-        _crash_and_recover(postfix, sink, cluster, point, after, rewrite)
-    finally:
-        cluster.close()
+def test_sigkill_at_each_step_delivers_exactly_once(postfix, sink, cluster, point, after,
+                                                    rewrite):
+    c = cluster(tables={"headers": {"status_header_on_clean": rewrite}})
+    _crash_and_recover(postfix, sink, c, point, after, rewrite)
 
 
 def _crash_and_recover(postfix, sink, cluster, point, after, rewrite):
@@ -173,15 +91,16 @@ def _crash_and_recover(postfix, sink, cluster, point, after, rewrite):
 
 @pytest.mark.slow
 def test_random_sigkills_during_500_messages(postfix, sink, cluster):
+    c = cluster()
     ids = send_many(postfix.port, 500, threads=10)
     postfix.wait_held(500, timeout=120)
-    cluster.start_worker(concurrency=2)
+    c.start_worker(concurrency=2)
     rng = random.Random(7)
     for _ in range(4):
-        cluster.start_dispatcher()
+        c.start_dispatcher()
         time.sleep(rng.uniform(0.5, 2.5))
-        cluster.kill_dispatcher()
-    cluster.start_dispatcher()
+        c.kill_dispatcher()
+    c.start_dispatcher()
     sink.wait_count(500, timeout=240)
     time.sleep(2)
     assert_exactly_once(sink, ids)
@@ -190,13 +109,14 @@ def test_random_sigkills_during_500_messages(postfix, sink, cluster):
 
 
 def test_worker_killed_mid_run(postfix, sink, cluster):
+    c = cluster()
     ids = send_many(postfix.port, 60)
     postfix.wait_held(60)
-    w = cluster.start_worker(concurrency=2)
-    cluster.start_dispatcher()
-    cluster.wait_for(lambda: sink.count() > 0, 60, "first delivery")
-    cluster.kill_worker(w)
-    cluster.start_worker(concurrency=2)
+    w = c.start_worker(concurrency=2)
+    c.start_dispatcher()
+    c.wait_for(lambda: sink.count() > 0, 60, "first delivery")
+    c.kill_worker(w)
+    c.start_worker(concurrency=2)
     sink.wait_count(60, timeout=120)
     time.sleep(1.5)
     assert_exactly_once(sink, ids)
@@ -204,11 +124,12 @@ def test_worker_killed_mid_run(postfix, sink, cluster):
 
 
 def test_redis_restart_mid_run(postfix, sink, cluster, redis_server):
+    c = cluster()
     ids = send_many(postfix.port, 60)
     postfix.wait_held(60)
-    cluster.start_worker(concurrency=2)
-    cluster.start_dispatcher()
-    cluster.wait_for(lambda: sink.count() > 0, 60, "first delivery")
+    c.start_worker(concurrency=2)
+    c.start_dispatcher()
+    c.wait_for(lambda: sink.count() > 0, 60, "first delivery")
     redis_server.restart()      # every task, content key and verdict in Redis is gone
     sink.wait_count(60, timeout=120)
     time.sleep(1.5)
@@ -217,11 +138,12 @@ def test_redis_restart_mid_run(postfix, sink, cluster, redis_server):
 
 
 def test_clamd_down_mail_waits_then_flows(postfix, sink, cluster, clamd):
+    c = cluster()
     clamd.stop()
     ids = send_many(postfix.port, 5, threads=1)
     postfix.wait_held(5)
-    cluster.start_worker()
-    cluster.start_dispatcher()
+    c.start_worker()
+    c.start_dispatcher()
     time.sleep(6)
     assert sink.count() == 0
     assert len(postfix.queue_files("hold")) == 5
@@ -229,13 +151,14 @@ def test_clamd_down_mail_waits_then_flows(postfix, sink, cluster, clamd):
     sink.wait_count(5, timeout=90)
     time.sleep(1)
     assert_exactly_once(sink, ids)
-    log = cluster.logs("dispatcher")
+    log = c.logs("dispatcher")
     # One line when scanning went down, one when it came back: not one per message.
     assert log.count("scanning unavailable") == 1, log[-3000:]
     assert log.count("scanning is back") == 1
 
 
 def test_unparseable_file_is_left_alone_and_the_rest_flows(postfix, sink, cluster):
+    c = cluster()
     ids = send_many(postfix.port, 5, threads=1)
     held = postfix.wait_held(5)
     # A file in hold with a valid queue ID that is not a valid queue file.
@@ -244,13 +167,13 @@ def test_unparseable_file_is_left_alone_and_the_rest_flows(postfix, sink, cluste
     os.chown(bad, *(os.stat(held[0]).st_uid, os.stat(held[0]).st_gid))
     os.chmod(bad, 0o700)
     content = bad.read_bytes()
-    cluster.start_worker()
-    cluster.start_dispatcher()
+    c.start_worker()
+    c.start_dispatcher()
     sink.wait_count(5, timeout=60)
     assert_exactly_once(sink, ids)
     assert bad.read_bytes() == content
-    cluster.wait_for(lambda: "ABCDE12345" in cluster.logs("dispatcher"), 10, "log line")
-    assert "cannot parse" in cluster.logs("dispatcher")
+    c.wait_for(lambda: "ABCDE12345" in c.logs("dispatcher"), 10, "log line")
+    assert "cannot parse" in c.logs("dispatcher")
 
 
 # A worker whose scanning process dies on every message it starts, as on a poison message.
@@ -258,77 +181,58 @@ KILLED_BY_EVERY_MESSAGE = {"HOLDSCAN_CRASH_AT": "worker.before_scan"}
 
 
 def test_message_that_kills_its_worker_is_quarantined_after_max_attempts(postfix, sink,
-                                                                         redis_server, clamd,
-                                                                         tmp_path):
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                     clamd.addresses[0], verdict_deadline=1.0, max_attempts=2)
-    c = Cluster(cfg, tmp_path)
-    try:
-        send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
-        postfix.wait_held(1)
-        c.start_worker(env=KILLED_BY_EVERY_MESSAGE)
-        c.start_dispatcher()
-        c.wait_for(lambda: len(quarantined(postfix)) == 1, 60, "quarantine after 2 attempts")
-        [q] = quarantined(postfix)
-        assert q["action"] == "gave_up" and "2 attempts" in q["reason"]
-        assert postfix.queue_files("hold") == []
-        assert sink.count() == 0
-    finally:
-        c.close()
+                                                                         cluster):
+    c = cluster(verdict_deadline=1.0, max_attempts=2)
+    send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
+    postfix.wait_held(1)
+    c.start_worker(env=KILLED_BY_EVERY_MESSAGE)
+    c.start_dispatcher()
+    c.wait_for(lambda: len(quarantined(postfix)) == 1, 60, "quarantine after 2 attempts")
+    [q] = quarantined(postfix)
+    assert q["action"] == "gave_up" and "2 attempts" in q["reason"]
+    assert postfix.queue_files("hold") == []
+    assert sink.count() == 0
 
 
-def test_no_worker_for_longer_than_all_attempts_quarantines_nothing(postfix, sink, redis_server,
-                                                                    clamd, tmp_path):
+def test_no_worker_for_longer_than_all_attempts_quarantines_nothing(postfix, sink, cluster):
     # Broker up, nobody consuming: max_attempts x verdict_deadline is 2 s; wait 6 s.
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                     clamd.addresses[0], verdict_deadline=1.0, max_attempts=2)
-    c = Cluster(cfg, tmp_path)
-    try:
-        ids = send_many(postfix.port, 5, threads=1)
-        postfix.wait_held(5)
-        c.start_dispatcher()
-        c.wait_for(lambda: "no worker started" in c.logs("dispatcher"), 30, "outage logged")
-        time.sleep(6)
-        assert quarantined(postfix) == [] and sink.count() == 0
-        assert len(postfix.queue_files("hold")) == 5
-        out = subprocess.run([HOLDSCAN, "status", "--config", str(c.config)],
-                             capture_output=True, text=True).stdout
-        assert "workers:" in out and "no worker started" in out
-        c.start_worker()
-        sink.wait_count(5, timeout=60)
-        time.sleep(1)
-        assert_exactly_once(sink, ids)
-        assert quarantined(postfix) == []
-    finally:
-        c.close()
+    c = cluster(verdict_deadline=1.0, max_attempts=2)
+    ids = send_many(postfix.port, 5, threads=1)
+    postfix.wait_held(5)
+    c.start_dispatcher()
+    c.wait_for(lambda: "no worker started" in c.logs("dispatcher"), 30, "outage logged")
+    time.sleep(6)
+    assert quarantined(postfix) == [] and sink.count() == 0
+    assert len(postfix.queue_files("hold")) == 5
+    out = subprocess.run([HOLDSCAN, "status", "--config", str(c.config)],
+                         capture_output=True, text=True).stdout
+    assert "workers:" in out and "no worker started" in out
+    c.start_worker()
+    sink.wait_count(5, timeout=60)
+    time.sleep(1)
+    assert_exactly_once(sink, ids)
+    assert quarantined(postfix) == []
 
 
 def test_sigterm_exits_cleanly(postfix, sink, cluster):
+    c = cluster()
     send_many(postfix.port, 5, threads=1)
     postfix.wait_held(5)
-    cluster.start_worker()
-    cluster.start_dispatcher()
+    c.start_worker()
+    c.start_dispatcher()
     sink.wait_count(5, timeout=60)
-    assert cluster.stop_dispatcher() == 0
-    assert "dispatcher stopped" in cluster.logs("dispatcher")
+    assert c.stop_dispatcher() == 0
+    assert "dispatcher stopped" in c.logs("dispatcher")
 
 
-def test_local_mode_once_without_broker(postfix, sink, clamd, tmp_path):
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, "redis://127.0.0.1:1/0",
-                      clamd.addresses[0])
+def test_local_mode_once_without_broker(postfix, sink, cluster):
+    c = cluster(broker_url="redis://127.0.0.1:1/0")
     ids = send_many(postfix.port, 8, threads=2)
     send(postfix.port, "bad@example.test", ["rcpt@example.test"], eicar_message(2))
     postfix.wait_held(9)
-    c = Cluster(cfg, tmp_path)
-    try:
-        p = c.start_dispatcher("--local", "2", "--once")
-        assert p.wait(90) == 0, c.logs()[-3000:]
-        sink.wait_count(8, timeout=60)
-        assert_exactly_once(sink, ids)
-        assert [q["action"] for q in quarantined(postfix)] == ["infected"]
-        assert postfix.queue_files("hold") == []
-    finally:
-        c.close()
+    p = c.start_dispatcher("--local", "2", "--once")
+    assert p.wait(90) == 0, c.logs()[-3000:]
+    sink.wait_count(8, timeout=60)
+    assert_exactly_once(sink, ids)
+    assert [q["action"] for q in quarantined(postfix)] == ["infected"]
+    assert postfix.queue_files("hold") == []

@@ -12,33 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from holdscan.lab.cluster import Cluster, lab_config
+from holdscan.lab.cluster import lab_config
 from holdscan.lab.postfix import free_port
 from holdscan.lab.redis import RedisServer
-from tests.conftest import send, simple_message
+from tests.support.mail import send, simple_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def make_cluster(postfix, redis_server, clamd, tmp_path):
-    os.chmod(tmp_path, 0o755)
-    made = []
-
-    def make(broker_url: str | None = None, **dispatcher) -> Cluster:
-        cfg = lab_config(tmp_path / f"holdscan{len(made)}.toml", postfix.config_dir,
-                         broker_url or redis_server.url, clamd.addresses[0], **dispatcher)
-        c = Cluster(cfg, tmp_path)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def test_new_mail_is_picked_up_by_inotify_not_the_rescan(postfix, sink, make_cluster):
-    c = make_cluster(rescan_interval=600.0)
+def test_new_mail_is_picked_up_by_inotify_not_the_rescan(postfix, sink, cluster):
+    c = cluster(rescan_interval=600.0)
     c.start_worker()
     c.start_dispatcher()
     c.wait_for(lambda: "dispatcher started" in c.logs("dispatcher"), 30, "start")
@@ -50,9 +33,9 @@ def test_new_mail_is_picked_up_by_inotify_not_the_rescan(postfix, sink, make_clu
     assert time.monotonic() - t0 < 20
 
 
-def test_metrics_and_status(postfix, sink, make_cluster):
+def test_metrics_and_status(postfix, sink, cluster):
     port = free_port()
-    c = make_cluster(metrics_address=f"127.0.0.1:{port}")
+    c = cluster(metrics_address=f"127.0.0.1:{port}")
     for n in range(3):
         send(postfix.port, "a@example.test", ["b@example.test"], simple_message(n))
     postfix.wait_held(3)
@@ -79,10 +62,10 @@ def _get(port: int) -> bytes:
         return r.read()
 
 
-def test_broker_down_at_start_then_back(postfix, sink, make_cluster):
+def test_broker_down_at_start_then_back(postfix, sink, cluster):
     port = free_port()
     later = RedisServer(port=port)
-    c = make_cluster(broker_url=later.url)
+    c = cluster(broker_url=later.url)
     for n in range(3):
         send(postfix.port, "a@example.test", ["b@example.test"], simple_message(n))
     postfix.wait_held(3)
@@ -98,8 +81,8 @@ def test_broker_down_at_start_then_back(postfix, sink, make_cluster):
         assert "broker is back" in log
 
 
-def test_dispatcher_runs_as_mail_owner_and_its_files_belong_to_it(postfix, sink, make_cluster):
-    c = make_cluster()
+def test_dispatcher_runs_as_mail_owner_and_its_files_belong_to_it(postfix, sink, cluster):
+    c = cluster()
     send(postfix.port, "a@example.test", ["b@example.test"], simple_message(1))
     postfix.wait_held(1)
     c.start_worker()
@@ -127,9 +110,9 @@ def test_refuses_to_run_as_another_user(postfix):
 
 
 @pytest.mark.slow
-def test_five_thousand_in_flight(postfix, sink, make_cluster):
+def test_five_thousand_in_flight(postfix, sink, cluster):
     """All of them claimed and sent at once, then every one delivered exactly once."""
-    c = make_cluster(max_in_flight=5000, verdict_deadline=300.0)
+    c = cluster(max_in_flight=5000, verdict_deadline=300.0)
     subprocess.run(["smtp-source", "-s", "20", "-m", "5000", "-l", "1000", "-f",
                     "load@example.test", "-t", "rcpt@example.test",
                     f"127.0.0.1:{postfix.port}"], check=True)

@@ -20,34 +20,14 @@ import pytest
 
 from dispatcher import queuefile
 from dispatcher.transport import content_key, reply_key
-from holdscan.lab.cluster import HOLDSCAN, Cluster, lab_config
+from holdscan.lab.cluster import HOLDSCAN, Cluster
 from shared.contract import CONTRACT_VERSION, Started
-from tests.conftest import send, simple_message
+from tests.support.mail import eicar_message, send, simple_message
+from tests.support.spool import quarantined
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
 
 DISPATCHER_ID = "safety-test"
-
-
-@pytest.fixture
-def cluster_cfg(postfix, redis_server, clamd, tmp_path):  # noqa: ANN201
-    def make(**kw) -> Cluster:
-        os.chmod(tmp_path, 0o755)
-        tables = kw.pop("tables", None)
-        cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                         clamd.addresses[0], tables=tables, **kw)
-        made.append(Cluster(cfg, tmp_path))
-        return made[-1]
-    made: list[Cluster] = []
-    yield make
-    for c in made:
-        c.close()
-
-
-def quarantined(pf) -> list[dict]:
-    d = pf.queue_dir / "holdscan" / "quarantine"
-    return [json.loads((p / "meta.json").read_text()) for p in d.iterdir()
-            if not p.name.startswith(".")] if d.exists() else []
 
 
 def wait_paused(pause: Path, c: Cluster, timeout: float = 60) -> None:
@@ -56,10 +36,9 @@ def wait_paused(pause: Path, c: Cluster, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize(("point", "infected"), [("rewrite.after_commit", False),
                                                   ("quarantine.after_commit", True)])
-def test_second_dispatcher_refuses_in_one_line_and_nothing_is_lost(postfix, sink, cluster_cfg,
+def test_second_dispatcher_refuses_in_one_line_and_nothing_is_lost(postfix, sink, cluster,
                                                                    tmp_path, point, infected):
-    from tests.integration.test_dispatcher import eicar_message
-    c = cluster_cfg(tables={"headers": {"status_header_on_clean": True}})
+    c = cluster(tables={"headers": {"status_header_on_clean": True}})
     if infected:
         send(postfix.port, "bad@example.test", ["r@example.test"], eicar_message(1))
     else:
@@ -114,8 +93,8 @@ def _in_flight(r, qid: str) -> bool:
 
 @pytest.mark.parametrize("which", ["other bytes", "other inode"])
 def test_verdict_for_other_bytes_is_refused_and_the_message_scanned_again(
-        postfix, sink, redis_server, cluster_cfg, which):
-    c = cluster_cfg()
+        postfix, sink, redis_server, cluster, which):
+    c = cluster()
     send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
     [path] = postfix.wait_held(1)
     inode, sha = _bytes_of(path)
@@ -141,8 +120,8 @@ def test_verdict_for_other_bytes_is_refused_and_the_message_scanned_again(
 
 
 def test_error_verdicts_a_component_down_waits_a_broken_message_is_given_up_on(
-        postfix, sink, redis_server, cluster_cfg):
-    c = cluster_cfg(max_attempts=2)
+        postfix, sink, redis_server, cluster):
+    c = cluster(max_attempts=2)
     send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
     send(postfix.port, "s@example.test", ["r@example.test"], simple_message(2))
     held = postfix.wait_held(2)
@@ -190,8 +169,8 @@ def test_error_verdicts_a_component_down_waits_a_broken_message_is_given_up_on(
 
 
 def test_a_message_whose_operation_fails_costs_it_a_retry_not_the_dispatcher(postfix, sink,
-                                                                             cluster_cfg):
-    c = cluster_cfg(tables={"headers": {"status_header_on_clean": True}})
+                                                                             cluster):
+    c = cluster(tables={"headers": {"status_header_on_clean": True}})
     send(postfix.port, "s@example.test", ["r@example.test"], simple_message(1))
     send(postfix.port, "s@example.test", ["r@example.test"], simple_message(2))
     first, second = postfix.wait_held(2)

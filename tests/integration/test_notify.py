@@ -8,7 +8,6 @@ through pickup and the default cleanup, unheld.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -17,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from dispatcher.notify import ADMIN_TEMPLATE, MessageTemplate, Notifier, RateLimit
-from holdscan.lab.cluster import Cluster, lab_config
 from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.sink import Sink
 from shared.config import ConfigError, NotifyConfig
-from tests.conftest import send
-from tests.integration.test_dispatcher import eicar_message, quarantined
+from tests.support.mail import eicar_message, send
+from tests.support.spool import quarantined
 
 pytestmark = [pytest.mark.postfix]
 
@@ -36,54 +34,48 @@ def smtpd_hold_postfix() -> Iterator[tuple[PostfixInstance, Sink]]:
 @pytest.mark.clamd
 @pytest.mark.redis
 def test_notices_reach_admin_and_recipient_once_and_are_not_held(smtpd_hold_postfix,
-                                                                 redis_server, clamd, tmp_path):
+                                                                 redis_server, cluster):
     pf, sink = smtpd_hold_postfix
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", pf.config_dir, redis_server.url,
-                     clamd.addresses[0], tables={"notify": {
-                         "admin": "postmaster@example.test", "recipients": True,
-                         "sender": "holdscan@mx.example.test"}})
+    c = cluster(postfix=pf, tables={"notify": {
+        "admin": "postmaster@example.test", "recipients": True,
+        "sender": "holdscan@mx.example.test"}})
     send(pf.port, "bad@example.test", ["rcpt@example.test"], eicar_message(1))
     pf.wait_held(1)                                  # mail from smtpd is held
-    c = Cluster(cfg, tmp_path)
-    try:
-        c.start_worker()
-        c.start_dispatcher()
-        got = sink.wait_count(2, timeout=60)
-        time.sleep(3)                                # a loop would show by now
-        assert sink.count() == 2
-        [q] = quarantined(pf)
-        by_rcpt = {tuple(d.rcpt_tos): d for d in got}
-        assert set(by_rcpt) == {("postmaster@example.test",), ("rcpt@example.test",)}
-        for d in got:
-            assert d.mail_from == "<>"               # null sender: never bounced back
-            assert d.header("Auto-Submitted") == "auto-generated"
-            assert d.header("From") == "holdscan <holdscan@mx.example.test>"
-        admin = by_rcpt[("postmaster@example.test",)]
-        assert admin.header("Subject") == "[holdscan] infected message quarantined: infected 1"
-        body = admin.body.decode()
-        assert q["queue_id"] in body and q["id"] in body and "Eicar" in body
-        assert "rcpt@example.test" in body and "bad@example.test" in body
-        user = by_rcpt[("rcpt@example.test",)]
-        assert user.header("Subject") == "A message to you was quarantined: infected 1"
-        # Not to the sender (backscatter), and nothing was held or scanned after the virus.
-        assert all(d.rcpt_tos != ["bad@example.test"] for d in got)
-        pf.wait_empty()
-        assert pf.queue_files("hold") == []
-        time.sleep(1.2)
-        status = json.loads((pf.queue_dir / "holdscan" / "status.json").read_text())
-        assert status["outcomes"] == {"quarantined": 1}
-        assert status["notices_last_hour"] == {"sent": 2, "suppressed": 0}
-        # The notices' queue IDs (pickup, uid ...) never appear in the dispatcher's log.
-        notice_ids = re.findall(r" ([0-9A-F]{6,}): uid=", pf.log())
-        assert len(notice_ids) == 2
-        log = c.logs("dispatcher")
-        assert not any(i in log for i in notice_ids)
-        assert log.count("notice sent to") == 2
-        state = json.loads((pf.queue_dir / "holdscan" / "notify.json").read_text())
-        assert sorted(state["sent"]) == ["postmaster@example.test", "rcpt@example.test"]
-    finally:
-        c.close()
+    c.start_worker()
+    c.start_dispatcher()
+    got = sink.wait_count(2, timeout=60)
+    time.sleep(3)                                # a loop would show by now
+    assert sink.count() == 2
+    [q] = quarantined(pf)
+    by_rcpt = {tuple(d.rcpt_tos): d for d in got}
+    assert set(by_rcpt) == {("postmaster@example.test",), ("rcpt@example.test",)}
+    for d in got:
+        assert d.mail_from == "<>"               # null sender: never bounced back
+        assert d.header("Auto-Submitted") == "auto-generated"
+        assert d.header("From") == "holdscan <holdscan@mx.example.test>"
+    admin = by_rcpt[("postmaster@example.test",)]
+    assert admin.header("Subject") == "[holdscan] infected message quarantined: infected 1"
+    body = admin.body.decode()
+    assert q["queue_id"] in body and q["id"] in body and "Eicar" in body
+    assert "rcpt@example.test" in body and "bad@example.test" in body
+    user = by_rcpt[("rcpt@example.test",)]
+    assert user.header("Subject") == "A message to you was quarantined: infected 1"
+    # Not to the sender (backscatter), and nothing was held or scanned after the virus.
+    assert all(d.rcpt_tos != ["bad@example.test"] for d in got)
+    pf.wait_empty()
+    assert pf.queue_files("hold") == []
+    time.sleep(1.2)
+    status = json.loads((pf.queue_dir / "holdscan" / "status.json").read_text())
+    assert status["outcomes"] == {"quarantined": 1}
+    assert status["notices_last_hour"] == {"sent": 2, "suppressed": 0}
+    # The notices' queue IDs (pickup, uid ...) never appear in the dispatcher's log.
+    notice_ids = re.findall(r" ([0-9A-F]{6,}): uid=", pf.log())
+    assert len(notice_ids) == 2
+    log = c.logs("dispatcher")
+    assert not any(i in log for i in notice_ids)
+    assert log.count("notice sent to") == 2
+    state = json.loads((pf.queue_dir / "holdscan" / "notify.json").read_text())
+    assert sorted(state["sent"]) == ["postmaster@example.test", "rcpt@example.test"]
 
 
 def test_rate_limit_suppresses_past_the_limit_per_address(smtpd_hold_postfix, tmp_path):

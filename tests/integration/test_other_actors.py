@@ -11,23 +11,22 @@ quarantined. `postsuper -s` finds nothing to fix.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from dispatcher import queuefile
 from dispatcher.postfix import PostfixSettings
 from dispatcher.spool import Spool
-from holdscan.lab.postfix import PostfixInstance, free_port, run
+from holdscan.lab.postfix import PostfixInstance, run
 from holdscan.lab.sink import Sink
-from tests.conftest import send
+from tests.support.mail import send
+from tests.support.spool import copies_per_recipient
 
 pytestmark = [pytest.mark.postfix]
 
@@ -75,41 +74,11 @@ CASES = [(op, point, actor) for op, points in POINTS.items() for point in points
 
 
 @pytest.fixture(scope="module")
-def spool_host():  # noqa: ANN201
-    """One Postfix for all cases (each leaves the queues empty). hold="smtpd": a message
+def shared_postfix_kind():  # noqa: ANN201
+    """shared_postfix, one for all cases (each leaves the queues empty). hold="smtpd": a message
     requeued with `postsuper -r` comes back through pickup as new mail and is not held
     again, so its one copy is delivered."""
-    with Sink(free_port()) as sink, PostfixInstance(sink.port, hold="smtpd") as pf:
-        yield pf, sink
-
-
-def copies_per_recipient(pf: PostfixInstance, sink: Sink, spool: Spool,
-                         message_id: str) -> tuple[Counter[str], Counter[str], list[str]]:
-    """(delivered or still queued, per recipient), (quarantined, per recipient), and
-    which of those copies were rewritten by us."""
-    live: Counter[str] = Counter()
-    rewritten = []
-    for d in sink.deliveries():
-        if d.message_id == message_id:
-            live.update(d.rcpt_tos)
-            if d.header("X-Holdscan-Status"):
-                rewritten.append("delivered")
-    for q in ("maildrop", "incoming", "active", "deferred", "hold"):
-        for p in pf.queue_files(q):
-            try:
-                qf = queuefile.parse(p.read_bytes())
-            except (queuefile.QueueFileError, FileNotFoundError):
-                continue        # maildrop files are not queue files; gone meanwhile
-            if f"Message-ID: {message_id}".encode() in qf.message_bytes(b"\n"):
-                live.update(r.address for r in qf.recipients if not r.done)
-    quarantined: Counter[str] = Counter()
-    for e in spool.quarantine_dir.iterdir():
-        if e.name.startswith(".") or not (e / "queuefile").exists():
-            continue
-        meta = json.loads((e / "meta.json").read_text())
-        if message_id.encode() in (e / "queuefile").read_bytes():
-            quarantined.update(meta["recipients"])
-    return live, quarantined, rewritten
+    return functools.partial(PostfixInstance, hold="smtpd")
 
 
 def settle(pf: PostfixInstance, sink: Sink, expected: int) -> None:
@@ -126,9 +95,9 @@ def settle(pf: PostfixInstance, sink: Sink, expected: int) -> None:
 
 @pytest.mark.parametrize("mode", ["go on", "killed"])
 @pytest.mark.parametrize(("op", "point", "actor"), CASES)
-def test_postsuper_while_claimed_never_duplicates_or_resurrects(spool_host, tmp_path, op,
+def test_postsuper_while_claimed_never_duplicates_or_resurrects(shared_postfix, tmp_path, op,
                                                                 point, actor, mode):
-    pf, sink = spool_host
+    pf, sink = shared_postfix
     sink.clear()
     n = len(CASES)
     message_id = f"<actor-{op}-{point}-{actor}-{mode.replace(' ', '')}-{n}@holdscan.test>"

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from holdscan.lab.cluster import HOLDSCAN, Cluster, lab_config
+from holdscan.lab.cluster import HOLDSCAN, lab_config
 from holdscan.lab.postfix import PostfixInstance, free_port, run
 from holdscan.lab.sink import Sink
-from tests.conftest import send, simple_message
+from tests.support.mail import send, simple_message
+from tests.support.spool import quarantine_entries
 
 pytestmark = [pytest.mark.postfix]
 
@@ -56,8 +57,7 @@ def down_host(tmp_path):  # noqa: ANN201
         yield pf, port
 
 
-def test_mail_parked_by_someone_else_stays_until_holdscan_scan(down_host, redis_server, clamd,
-                                                               tmp_path):
+def test_mail_parked_by_someone_else_stays_until_holdscan_scan(down_host, redis_server, cluster):
     pf, port = down_host
     submit_locally(pf, 1)
     qid = wait_deferred(pf)
@@ -65,11 +65,9 @@ def test_mail_parked_by_someone_else_stays_until_holdscan_scan(down_host, redis_
     [parked] = pf.wait_held(1)
     assert parked.name == qid and (pf.queue_dir / "defer").exists()
     before = parked.read_bytes()
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", pf.config_dir, redis_server.url,
-                     clamd.addresses[0])
+    c = cluster(postfix=pf)
+    cfg = c.config
     with Sink(port) as sink:
-        c = Cluster(cfg, tmp_path)
         try:
             c.start_worker()
             c.start_dispatcher()
@@ -118,8 +116,7 @@ def test_park_and_release_round_trip_once_also_when_killed(down_host, tmp_path, 
         assert p.returncode == -9, p.stderr
     p = holdscan(cfg, "park", qid, "--reason", "hold on")     # again: settles, parks once
     assert p.returncode == 0, p.stderr
-    quarantine = pf.queue_dir / "holdscan" / "quarantine"
-    [entry] = [e for e in quarantine.iterdir() if not e.name.startswith(".")]
+    [entry] = quarantine_entries(pf)
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["action"] == "parked" and meta["reason"] == "hold on"
     assert meta["from_queue"] == "deferred" and meta["recipients"] == ["r@example.test"]

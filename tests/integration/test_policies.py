@@ -20,11 +20,15 @@ import pytest
 from dispatcher import queuefile
 from dispatcher.postfix import PostfixSettings
 from dispatcher.spool import Spool
-from holdscan.lab.cluster import Cluster, lab_config
 from holdscan.lab.postfix import PostfixInstance
 from holdscan.lab.sink import Sink
-from tests.conftest import send
-from tests.integration.test_dispatcher import EICAR, eicar_message, quarantined
+from tests.support.mail import EICAR, eicar_message, send
+from tests.support.spool import (
+    assert_spool_clean,
+    held_bytes,
+    quarantine_entries,
+    quarantined,
+)
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
 
@@ -37,20 +41,6 @@ recipients = ["*@strip.test"]
 infected = "strip"
 blocked = "strip"
 """
-
-
-def policy_cluster(pf: PostfixInstance, redis_url: str, clamd_address: str, tmp: Path,
-                   extra_toml: str = STRIP_RULE, **tables: dict) -> Cluster:
-    os.chmod(tmp, 0o755)
-    cfg = lab_config(tmp / "holdscan.toml", pf.config_dir, redis_url, clamd_address,
-                     tables=tables or None)
-    with open(cfg, "a") as f:
-        f.write(extra_toml)
-    return Cluster(cfg, tmp)
-
-
-def held_bytes(pf: PostfixInstance, count: int = 1) -> list[bytes]:
-    return [p.read_bytes() for p in pf.wait_held(count)]
 
 
 def check_split_outcome(pf: PostfixInstance, sink: Sink, original: bytes) -> None:
@@ -73,85 +63,69 @@ def check_split_outcome(pf: PostfixInstance, sink: Sink, original: bytes) -> Non
     assert q["recipients"] == ["b@keep.test"]
     assert q["all_recipients"] == ["a@strip.test", "b@keep.test"]
     assert q["action"] == "infected" and q["policy"] == ["default"]
-    [entry] = [p for p in (pf.queue_dir / "holdscan" / "quarantine").iterdir()
-               if not p.name.startswith(".")]
+    [entry] = quarantine_entries(pf)
     assert (entry / "queuefile").read_bytes() == original
-    pf.wait_empty()
-    state = pf.queue_dir / "holdscan"
-    assert not list((state / "tmp").iterdir()) and not list((state / "journal").iterdir())
-    assert "renam" not in pf.postsuper("-s").stderr
+    assert_spool_clean(pf)
 
 
-def test_two_recipients_two_policies_strip_one_quarantine_other(postfix, sink, redis_server,
-                                                               clamd, tmp_path):
+def test_two_recipients_two_policies_strip_one_quarantine_other(postfix, sink, cluster):
     send(postfix.port, "bad@example.test", ["a@strip.test", "b@keep.test"], eicar_message(1))
     [original] = held_bytes(postfix)
-    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path)
-    try:
-        c.start_worker()
-        c.start_dispatcher()
-        check_split_outcome(postfix, sink, original)
-        log = c.logs("dispatcher")
-        assert "split" in log and "strip 1 (rule #1" in log and "quarantine 1 (default)" in log
-        # Released, the original goes to b only (a has had its stripped copy), once.
-        [q] = quarantined(postfix)
-        for _ in range(2):
-            p = subprocess.run([sys.executable, "-m", "holdscan.cli", "quarantine", "release",
-                                q["id"], "--config", str(c.config)], capture_output=True,
-                               text=True, cwd=ROOT, check=False)
-            assert p.returncode == 0, p.stderr
-        got = sink.wait_count(2, timeout=30)
-        postfix.wait_empty()
-        time.sleep(1)
-        assert sink.count() == 2
-        assert got[1].rcpt_tos == ["b@keep.test"]
-        assert got[1].data == queuefile.parse(original).message_bytes(b"\r\n")
-    finally:
-        c.close()
+    c = cluster(extra_toml=STRIP_RULE)
+    c.start_worker()
+    c.start_dispatcher()
+    check_split_outcome(postfix, sink, original)
+    log = c.logs("dispatcher")
+    assert "split" in log and "strip 1 (rule #1" in log and "quarantine 1 (default)" in log
+    # Released, the original goes to b only (a has had its stripped copy), once.
+    [q] = quarantined(postfix)
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-m", "holdscan.cli", "quarantine", "release",
+                            q["id"], "--config", str(c.config)], capture_output=True,
+                           text=True, cwd=ROOT, check=False)
+        assert p.returncode == 0, p.stderr
+    got = sink.wait_count(2, timeout=30)
+    postfix.wait_empty()
+    time.sleep(1)
+    assert sink.count() == 2
+    assert got[1].rcpt_tos == ["b@keep.test"]
+    assert got[1].data == queuefile.parse(original).message_bytes(b"\r\n")
 
 
-def test_dispatcher_killed_during_the_split_still_delivers_once(postfix, sink, redis_server,
-                                                                 clamd, tmp_path):
+def test_dispatcher_killed_during_the_split_still_delivers_once(postfix, sink, cluster):
     send(postfix.port, "bad@example.test", ["a@strip.test", "b@keep.test"], eicar_message(1))
     [original] = held_bytes(postfix)
-    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path)
-    try:
-        c.start_worker()
-        c.start_dispatcher(env={"HOLDSCAN_CRASH_AT": "split.after_store"})
-        assert c.dispatcher.wait(60) == -9, c.logs("dispatcher")[-3000:]
-        # Killed with the original taken into the quarantine entry, the new file for the
-        # delivered recipient not yet in incoming.
-        assert len(quarantined(postfix)) == 1 and len(postfix.queue_files("hold")) == 0
-        c.start_dispatcher()
-        check_split_outcome(postfix, sink, original)
-        assert "recovered after an unclean stop" in c.logs("dispatcher")
-    finally:
-        c.close()
+    c = cluster(extra_toml=STRIP_RULE)
+    c.start_worker()
+    c.start_dispatcher(env={"HOLDSCAN_CRASH_AT": "split.after_store"})
+    assert c.dispatcher.wait(60) == -9, c.logs("dispatcher")[-3000:]
+    # Killed with the original taken into the quarantine entry, the new file for the
+    # delivered recipient not yet in incoming.
+    assert len(quarantined(postfix)) == 1 and len(postfix.queue_files("hold")) == 0
+    c.start_dispatcher()
+    check_split_outcome(postfix, sink, original)
+    assert "recovered after an unclean stop" in c.logs("dispatcher")
 
 
-def test_strip_without_a_plan_falls_back_to_quarantine(postfix, sink, redis_server, clamd,
-                                                       tmp_path):
+def test_strip_without_a_plan_falls_back_to_quarantine(postfix, sink, cluster):
     # EICAR as the whole body: there is no part to remove, so the strip recipient's copy
     # is quarantined with the other's, once.
     msg = (b"From: bad@example.test\r\nSubject: body\r\nMessage-ID: <body-1@holdscan.test>\r\n"
            b"\r\n" + EICAR + b"\r\n")
     send(postfix.port, "bad@example.test", ["a@strip.test", "b@keep.test"], msg)
     postfix.wait_held(1)
-    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path)
-    try:
-        c.start_worker()
-        c.start_dispatcher()
-        c.wait_for(lambda: len(quarantined(postfix)) == 1, 60, "quarantined")
-        time.sleep(1.5)
-        [q] = quarantined(postfix)
-        assert sorted(q["recipients"]) == ["a@strip.test", "b@keep.test"]
-        assert sink.count() == 0 and postfix.queue_files("hold") == []
-        assert "cannot strip; quarantined instead" in c.logs("dispatcher")
-    finally:
-        c.close()
+    c = cluster(extra_toml=STRIP_RULE)
+    c.start_worker()
+    c.start_dispatcher()
+    c.wait_for(lambda: len(quarantined(postfix)) == 1, 60, "quarantined")
+    time.sleep(1.5)
+    [q] = quarantined(postfix)
+    assert sorted(q["recipients"]) == ["a@strip.test", "b@keep.test"]
+    assert sink.count() == 0 and postfix.queue_files("hold") == []
+    assert "cannot strip; quarantined instead" in c.logs("dispatcher")
 
 
-def test_deliver_tagged_and_discard_by_recipient(postfix, sink, redis_server, clamd, tmp_path):
+def test_deliver_tagged_and_discard_by_recipient(postfix, sink, cluster):
     rules = """
 [[policy.rules]]
 recipients = ["tagged@example.test"]
@@ -167,24 +141,21 @@ blocked = "discard"
     send(postfix.port, "s@example.test",
          ["tagged@example.test", "gone@example.test", "kept@example.test"], exe)
     postfix.wait_held(1)
-    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path, rules)
-    try:
-        c.start_worker()
-        c.start_worker(env={"HOLDSCAN_CRASH_AT": "worker.before_scan"})
-        c.start_dispatcher()
-        [d] = sink.wait_count(1, timeout=60)
-        c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
-        time.sleep(1.5)
-        assert sink.count() == 1
-        assert d.rcpt_tos == ["tagged@example.test"]
-        assert d.header("Subject") == "[BLOCKED] tool"
-        assert d.header("X-Holdscan-Status").startswith("blocked (denied extension .exe")
-        assert b"MZ not really" in d.data
-        [q] = quarantined(postfix)
-        assert q["recipients"] == ["kept@example.test"]
-        assert "discard 1 (rule #2)" in c.logs("dispatcher")
-    finally:
-        c.close()
+    c = cluster(extra_toml=rules)
+    c.start_worker()
+    c.start_worker(env={"HOLDSCAN_CRASH_AT": "worker.before_scan"})
+    c.start_dispatcher()
+    [d] = sink.wait_count(1, timeout=60)
+    c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
+    time.sleep(1.5)
+    assert sink.count() == 1
+    assert d.rcpt_tos == ["tagged@example.test"]
+    assert d.header("Subject") == "[BLOCKED] tool"
+    assert d.header("X-Holdscan-Status").startswith("blocked (denied extension .exe")
+    assert b"MZ not really" in d.data
+    [q] = quarantined(postfix)
+    assert q["recipients"] == ["kept@example.test"]
+    assert "discard 1 (rule #2)" in c.logs("dispatcher")
 
 
 # -- the split itself, killed at every step (no workers needed) ------------------------------
@@ -206,15 +177,6 @@ print("finished")
 SPLIT_POINTS = ["rewrite.after_create", "rewrite.after_write", "split.before_commit",
                 "split.after_commit", "split.after_take", "split.after_store",
                 "split.after_release"]
-
-
-@pytest.fixture(scope="module")
-def shared_postfix():  # noqa: ANN201
-    """One Postfix for the crash steps (starting one costs seconds); each test leaves the
-    queues empty, and the sink and the quarantine are emptied before each."""
-    from holdscan.lab.postfix import free_port
-    with Sink(free_port()) as sink, PostfixInstance(sink.port) as pf:
-        yield pf, sink
 
 
 @pytest.mark.parametrize("point", SPLIT_POINTS)
@@ -260,8 +222,7 @@ def test_split_killed_at_every_step_delivers_once_and_quarantines_once(shared_po
     assert queuefile.parse(original).sender == "s@example.test"
 
 
-def test_no_verdict_after_max_attempts_follows_the_error_policy(postfix, sink, redis_server,
-                                                                 clamd, tmp_path):
+def test_no_verdict_after_max_attempts_follows_the_error_policy(postfix, sink, cluster):
     # A worker that dies on every message it starts: no verdict ever comes.
     rules = """
 [[policy.rules]]
@@ -271,23 +232,17 @@ error = "deliver"
     send(postfix.port, "s@example.test", ["fail-open@example.test", "careful@example.test"],
          b"Subject: poison\r\nMessage-ID: <poison-1@holdscan.test>\r\n\r\nbody\r\n")
     [original] = held_bytes(postfix)
-    c = policy_cluster(postfix, redis_server.url, clamd.addresses[0], tmp_path, rules,
-                       dispatcher={"verdict_deadline": 1.0, "max_attempts": 1,
-                                   "rescan_interval": 2.0, "batch_wait": 0.02})
-    try:
-        c.start_worker(env={"HOLDSCAN_CRASH_AT": "worker.before_scan"})
-        c.start_dispatcher()
-        [d] = sink.wait_count(1, timeout=60)
-        c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
-        time.sleep(1.5)
-        assert sink.count() == 1 and d.rcpt_tos == ["fail-open@example.test"]
-        assert d.header("X-Holdscan-Status") == \
-            "unscanned (no verdict after 1 attempts (a message that kills scanners?))"
-        [q] = quarantined(postfix)
-        assert q["action"] == "gave_up" and q["recipients"] == ["careful@example.test"]
-        entry = next(p for p in (postfix.queue_dir / "holdscan" / "quarantine").iterdir()
-                     if not p.name.startswith("."))
-        assert (entry / "queuefile").read_bytes() == original
-        postfix.wait_empty()
-    finally:
-        c.close()
+    c = cluster(extra_toml=rules, verdict_deadline=1.0, max_attempts=1)
+    c.start_worker(env={"HOLDSCAN_CRASH_AT": "worker.before_scan"})
+    c.start_dispatcher()
+    [d] = sink.wait_count(1, timeout=60)
+    c.wait_for(lambda: len(quarantined(postfix)) == 1, 30, "quarantined")
+    time.sleep(1.5)
+    assert sink.count() == 1 and d.rcpt_tos == ["fail-open@example.test"]
+    assert d.header("X-Holdscan-Status") == \
+        "unscanned (no verdict after 1 attempts (a message that kills scanners?))"
+    [q] = quarantined(postfix)
+    assert q["action"] == "gave_up" and q["recipients"] == ["careful@example.test"]
+    [entry] = quarantine_entries(postfix)
+    assert (entry / "queuefile").read_bytes() == original
+    postfix.wait_empty()

@@ -30,7 +30,7 @@ import pytest
 from holdscan.lab.cluster import lab_config
 from holdscan.lab.postfix import PostfixInstance
 from holdscan.privileges import Problem, runtime_problem, verify_as
-from tests.conftest import send, simple_message
+from tests.support.mail import send, simple_message
 
 pytestmark = pytest.mark.postfix
 

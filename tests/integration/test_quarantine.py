@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,9 @@ from dispatcher import queuefile, queueid
 from dispatcher.postfix import PostfixSettings
 from dispatcher.quarantine import QuarantineError, QuarantineStore, parse_since
 from dispatcher.spool import Spool
-from holdscan.lab.postfix import PostfixInstance, free_port
+from holdscan.lab.postfix import PostfixInstance
 from holdscan.lab.sink import Sink
-from tests.conftest import send
+from tests.support.mail import send
 
 pytestmark = [pytest.mark.postfix]
 
@@ -32,17 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPIENTS = ["a@example.test", "b@example.test"]
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[tuple[PostfixInstance, Sink]]:
-    """One Postfix for the module (starting one costs seconds); each test starts with an
-    empty sink and quarantine and leaves the queues empty."""
-    with Sink(free_port()) as sink, PostfixInstance(sink.port) as pf:
-        yield pf, sink
-
-
 @pytest.fixture
-def pf(lab: tuple[PostfixInstance, Sink]) -> PostfixInstance:
-    pf, sink = lab
+def pf(shared_postfix: tuple[PostfixInstance, Sink]) -> PostfixInstance:
+    """The module's Postfix; each test starts with an empty sink and quarantine and
+    leaves the queues empty."""
+    pf, sink = shared_postfix
     sink.clear()
     shutil.rmtree(pf.queue_dir / "holdscan" / "quarantine", ignore_errors=True)
     spool(pf).prepare()
@@ -50,8 +43,8 @@ def pf(lab: tuple[PostfixInstance, Sink]) -> PostfixInstance:
 
 
 @pytest.fixture
-def sink(lab: tuple[PostfixInstance, Sink]) -> Sink:
-    return lab[1]
+def sink(shared_postfix: tuple[PostfixInstance, Sink]) -> Sink:
+    return shared_postfix[1]
 
 
 def spool(pf: PostfixInstance) -> Spool:

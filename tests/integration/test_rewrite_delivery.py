@@ -13,7 +13,7 @@ from dispatcher.queuefile import parse, serialize
 from dispatcher.spool import Spool
 from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.sink import Delivery, Sink
-from tests.integration.test_queuefile_postfix import CASES, Case, send
+from tests.support.queuefile_cases import CASES, Case, send_case
 
 pytestmark = pytest.mark.postfix
 
@@ -78,7 +78,7 @@ def test_every_kind_of_message_survives_a_rewrite():
         sink = stack.enter_context(Sink(free_port()))
         pf = stack.enter_context(PostfixInstance(sink.port))
         for case in cases:
-            send(pf, case)
+            send_case(pf, case)
         rewrite_all(pf, len(cases))
         got = wait_cases(sink, cases)
         for case in cases:
@@ -105,7 +105,7 @@ def test_rewrite_in_other_instances(variant):
         pf = stack.enter_context(PostfixInstance(sink.port, **kw))
         cases = [CASES["plain"], CASES["dsn"], CASES["long3000"]]
         for case in cases:
-            send(pf, case)
+            send_case(pf, case)
         rewrite_all(pf, len(cases))
         got = wait_cases(target, cases)
         for case in cases:

@@ -8,99 +8,18 @@ port, and nothing runs chrooted (the private queue has no copy of /etc).
 
 from __future__ import annotations
 
-import shutil
-import smtplib
+import functools
 import subprocess
 import time
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
-from pathlib import Path
 
 import pytest
 
-from holdscan.lab.postfix import PostfixInstance, free_port, run
-from holdscan.lab.sink import Sink
+from holdscan.lab.postfix import PostfixInstance, run
+from tests.support.snippet_postfix import SnippetPostfix
 
 pytestmark = [pytest.mark.postfix]
-
-REPO = Path(__file__).resolve().parents[2]
-SNIPPETS = REPO / "deploy" / "postfix"
-
-
-@dataclass
-class MasterEntry:
-    name: str
-    type: str
-    fields: list[str]                      # the eight columns
-    options: list[tuple[str, str]] = field(default_factory=list)
-
-
-def parse_master_snippet(text: str) -> list[MasterEntry]:
-    """master.cf syntax: an entry starts in column 1, continuation lines start with blanks."""
-    entries: list[MasterEntry] = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if not line[0].isspace():
-            f = line.split()
-            assert len(f) >= 8, f"master.cf entry with fewer than 8 columns: {line!r}"
-            entries.append(MasterEntry(f[0], f[1], f))
-            continue
-        words = line.split()
-        assert entries and words[0] == "-o" and len(words) == 2, f"unexpected line {line!r}"
-        name, _, value = words[1].partition("=")
-        entries[-1].options.append((name, value))
-    return entries
-
-
-def parse_main_snippet(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            out[name.strip()] = value.strip()
-    return out
-
-
-class SnippetPostfix(PostfixInstance):
-    """A private Postfix whose only HOLD rule comes from deploy/postfix/*.snippet."""
-
-    def __init__(self, sink_port: int, **kw: object) -> None:
-        main = parse_main_snippet((SNIPPETS / "main.cf.snippet").read_text())
-        extra = dict(kw.pop("extra_main_cf", None) or {})  # type: ignore[call-overload]
-        super().__init__(sink_port, hold=False, extra_main_cf={**main, **extra}, **kw)  # type: ignore[arg-type]
-        for k, v in self.settings.items():
-            self.settings[k] = self._local(v)
-
-    def _local(self, value: str) -> str:
-        return value.replace("/etc/postfix/", f"{self.config_dir}/")
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        shutil.copy(SNIPPETS / "holdscan_hold_checks", self.config_dir / "holdscan_hold_checks")
-        cd = str(self.config_dir)
-        for entry in parse_master_snippet((SNIPPETS / "master.cf.snippet").read_text()):
-            if (entry.name, entry.type) == ("smtp", "inet"):
-                # The test's public smtpd is the loopback listener PostfixInstance made.
-                service = f"127.0.0.1:{self.port}"
-            else:
-                service = entry.name
-                cols = list(entry.fields)
-                cols[4] = "n"          # no chroot in a private instance
-                run("postconf", "-c", cd, "-M", f"{service}/{entry.type}={' '.join(cols)}")
-            for name, value in entry.options:
-                run("postconf", "-c", cd, "-P",
-                    f"{service}/{entry.type}/{name}={self._local(value)}")
-
-    def send_smtp(self, msg: EmailMessage) -> None:
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
-            s.send_message(msg)
-
-    def send_sendmail(self, msg: EmailMessage) -> None:
-        # sendmail -> postdrop -> maildrop -> pickup -> the default cleanup.
-        run("sendmail", "-C", str(self.config_dir), "-f", str(msg["From"]), "-i",
-            str(msg["To"]), input=msg.as_bytes())
 
 
 def message(to: str, subject: str) -> EmailMessage:
@@ -131,27 +50,19 @@ def wait_for(pred, timeout: float, what: str) -> None:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def postfix():  # noqa: ANN201
-    sink = Sink(free_port()).start()
+def shared_postfix_kind():  # noqa: ANN201
     # A local domain whose alias forwards to a remote address: the forwarded copy is
     # made by local(8) through the default cleanup service.
-    pf = SnippetPostfix(sink.port, extra_main_cf={
+    return functools.partial(SnippetPostfix, extra_main_cf={
         "mydestination": "local.holdscan.test",
         "alias_maps": "inline:{ forward-me=far-away@remote.test }",
         "alias_database": "",
         "mailbox_size_limit": "0",   # local(8) refuses to start if it is below message_size_limit
     })
-    try:
-        pf.start()
-        yield pf, sink
-    finally:
-        pf.stop()
-        sink.stop()
-        shutil.rmtree(sink.dir, ignore_errors=True)
 
 
-def test_the_snippets_pass_postfix_check(postfix) -> None:  # noqa: ANN001
-    pf, _ = postfix
+def test_the_snippets_pass_postfix_check(shared_postfix) -> None:  # noqa: ANN001
+    pf, _ = shared_postfix
     p = pf.postfix("check", check=False)
     # Only warnings about our configuration count: other tests on this machine edit the
     # default instance's alternate_config_directories at the same time.
@@ -160,8 +71,8 @@ def test_the_snippets_pass_postfix_check(postfix) -> None:  # noqa: ANN001
     assert p.returncode == 0 and not ours, p.stderr
 
 
-def test_mail_from_smtp_is_held(postfix) -> None:  # noqa: ANN001
-    pf, sink = postfix
+def test_mail_from_smtp_is_held(shared_postfix) -> None:  # noqa: ANN001
+    pf, sink = shared_postfix
     msg = message("someone@remote.test", "from outside")
     pf.send_smtp(msg)
     wait_for(lambda: msg["Message-ID"] in held_message_ids(pf), 20, "SMTP mail not held")
@@ -169,8 +80,8 @@ def test_mail_from_smtp_is_held(postfix) -> None:  # noqa: ANN001
     assert msg["Message-ID"] not in [d.message_id for d in sink.deliveries()]
 
 
-def test_mail_from_sendmail_is_not_held(postfix) -> None:  # noqa: ANN001
-    pf, sink = postfix
+def test_mail_from_sendmail_is_not_held(shared_postfix) -> None:  # noqa: ANN001
+    pf, sink = shared_postfix
     msg = message("someone@remote.test", "submitted locally")
     pf.send_sendmail(msg)
     wait_for(lambda: msg["Message-ID"] in [d.message_id for d in sink.deliveries()], 30,
@@ -178,8 +89,8 @@ def test_mail_from_sendmail_is_not_held(postfix) -> None:  # noqa: ANN001
     assert msg["Message-ID"] not in held_message_ids(pf)
 
 
-def test_released_mail_forwarded_locally_is_not_held_again(postfix) -> None:  # noqa: ANN001
-    pf, sink = postfix
+def test_released_mail_forwarded_locally_is_not_held_again(shared_postfix) -> None:  # noqa: ANN001
+    pf, sink = shared_postfix
     msg = message("forward-me@local.holdscan.test", "forwarded by an alias")
     pf.send_smtp(msg)
     wait_for(lambda: msg["Message-ID"] in held_message_ids(pf), 20, "SMTP mail not held")
@@ -195,8 +106,8 @@ def test_released_mail_forwarded_locally_is_not_held_again(postfix) -> None:  # 
     assert msg["Message-ID"] not in held_message_ids(pf)
 
 
-def test_check_accepts_the_snippets(postfix) -> None:  # noqa: ANN001
-    pf, _ = postfix
+def test_check_accepts_the_snippets(shared_postfix) -> None:  # noqa: ANN001
+    pf, _ = shared_postfix
     from holdscan.check import check_hold_rule
     from shared.config import Config
 
@@ -207,8 +118,8 @@ def test_check_accepts_the_snippets(postfix) -> None:  # noqa: ANN001
     assert f"127.0.0.1:{pf.port}/inet via holdscan-cleanup" in result.message
 
 
-def test_postconf_shows_hold_only_on_the_public_smtpd(postfix) -> None:  # noqa: ANN001
-    pf, _ = postfix
+def test_postconf_shows_hold_only_on_the_public_smtpd(shared_postfix) -> None:  # noqa: ANN001
+    pf, _ = shared_postfix
     overrides = subprocess.run(["postconf", "-c", str(pf.config_dir), "-P"],
                                capture_output=True, text=True, check=True).stdout
     assert f"127.0.0.1:{pf.port}/inet/cleanup_service_name = holdscan-cleanup" in overrides

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import smtplib
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import pytest
 from dispatcher import queuefile
 from dispatcher.postfix import PostfixSettings
 from dispatcher.spool import Spool
+from tests.support.mail import send
 
 pytestmark = [pytest.mark.postfix]
 
@@ -38,10 +38,9 @@ print(spool.rewrite(claim, [claim.read_bytes()])[0])
 
 
 def test_new_file_is_0600_until_written_and_synced_then_0700(postfix):
-    with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as s:
-        s.sendmail("s@example.test", ["r@example.test"],
-                   b"Subject: rule 9\r\nMessage-ID: <rule9@holdscan.test>\r\n\r\n"
-                   + b"a line of the body\r\n" * 2000)
+    send(postfix.port, "s@example.test", ["r@example.test"],
+         b"Subject: rule 9\r\nMessage-ID: <rule9@holdscan.test>\r\n\r\n"
+         + b"a line of the body\r\n" * 2000)
     [path] = postfix.wait_held(1)
     spool = Spool(PostfixSettings.read(str(postfix.config_dir)))
     spool.prepare()

@@ -1,6 +1,6 @@
 """Spam scores end to end: real Postfix, Redis, clamd, spamd and a Celery worker.
 
-The scanner's own tests (tests/scanners/test_spam.py) prove the scores and
+The scanner's own tests (tests/workers/test_spam.py) prove the scores and
 headers in the verdict; this proves they reach the recipient: the dispatcher
 applies the header edits, a sender's forged spam header does not survive, and
 each message arrives once.
@@ -8,19 +8,16 @@ each message arrives once.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from holdscan.lab.cluster import Cluster, lab_config
+from holdscan.lab.cluster import Cluster
 from holdscan.lab.postfix import PostfixInstance
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
 from holdscan.lab.spam import GTUBE, SpamdServer, spamd_available
-from tests.conftest import send
-from tests.support.clamd import ClamdServer
+from tests.support.mail import send
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis, pytest.mark.spam]
 
@@ -40,26 +37,21 @@ def message(n: int, body: bytes, extra_headers: bytes = b"") -> bytes:
 
 
 def test_spam_headers_reach_the_recipient(postfix: PostfixInstance, sink: Sink,
-                                          redis_server: RedisServer, clamd: ClamdServer,
-                                          spamd: SpamdServer, tmp_path: Path) -> None:
-    os.chmod(tmp_path, 0o755)
-    cfg = lab_config(tmp_path / "holdscan.toml", postfix.config_dir, redis_server.url,
-                     clamd.addresses[0], tables={
-                         "scanners.spam": {"url": spamd.url, "timeout": 20.0},
-                         "headers.subject_tags": {"spam": "[SPAM]"}})
+                                          redis_server: RedisServer,
+                                          cluster: Callable[..., Cluster],
+                                          spamd: SpamdServer) -> None:
+    c = cluster(tables={"scanners.spam": {"url": spamd.url, "timeout": 20.0},
+                        "headers.subject_tags": {"spam": "[SPAM]"}})
     forged = b"X-Holdscan-Spam-Status: No, score=-100.0 required=5.0\r\n"
     send(postfix.port, "sender@example.test", ["rcpt@example.test"],
          message(1, GTUBE + b"\r\n", forged))
     send(postfix.port, "sender@example.test", ["rcpt@example.test"],
          message(2, b"Hi Bob,\r\n\r\nlunch tomorrow at noon?\r\n\r\nAlice\r\n"))
     postfix.wait_held(2)
-    cluster = Cluster(cfg, tmp_path)
-    try:
-        cluster.start_worker()
-        cluster.start_dispatcher()
-        got = {d.message_id: d for d in sink.wait_count(2, timeout=60)}
-    finally:
-        cluster.close()
+    c.start_worker()
+    c.start_dispatcher()
+    got = {d.message_id: d for d in sink.wait_count(2, timeout=60)}
+    c.close()
     assert sink.count() == 2
     spam, plain = got["<spam-1@holdscan.test>"], got["<spam-2@holdscan.test>"]
 

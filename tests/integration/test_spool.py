@@ -13,7 +13,7 @@ import pytest
 from dispatcher import queueid
 from dispatcher.postfix import PostfixSettings
 from dispatcher.spool import Spool, SpoolError
-from tests.conftest import send, simple_message
+from tests.support.mail import send, simple_message
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import smtplib
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import pytest
 
 from dispatcher.postfix import PostfixSettings
 from dispatcher.spool import Spool
+from tests.support.mail import send
 
 pytestmark = [pytest.mark.postfix]
 
@@ -39,9 +39,8 @@ except OSError as e:
 
 
 def _held(pf) -> Path:
-    with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as s:
-        s.sendmail("s@example.test", ["r@example.test"],
-                   b"Subject: fail\r\nMessage-ID: <fail-1@holdscan.test>\r\n\r\nbody\r\n")
+    send(pf.port, "s@example.test", ["r@example.test"],
+         b"Subject: fail\r\nMessage-ID: <fail-1@holdscan.test>\r\n\r\nbody\r\n")
     return pf.wait_held(1)[0]
 
 
