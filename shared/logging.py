@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -31,3 +33,15 @@ def setup(level: str = "INFO") -> None:
 
 def event(logger: logging.Logger, level: int, msg: str, **fields: object) -> None:
     logger.log(level, msg, extra={"fields": fields})
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A log line as data: decided by pure code, written by the code that acts on it."""
+
+    level: int
+    message: str
+    fields: dict[str, Any]
+
+    def write(self, logger: logging.Logger) -> None:
+        event(logger, self.level, self.message, **self.fields)
