@@ -55,6 +55,29 @@ def request_scan(spool: Spool, queue_id: str) -> Path:
     return request
 
 
+def parked_logs(spool: Spool, queue_id: str, inode: int) -> list[str]:
+    """Postfix's logs of a held message somebody parked in hold on purpose (it was queued
+    before: cleanup never writes these), unless `holdscan scan ID` asked for it; else []."""
+    logs = spool.message_logs(queue_id)
+    return logs if logs and not scan_requested(spool, queue_id, inode) else []
+
+
+def scan_requested(spool: Spool, queue_id: str, inode: int) -> bool:
+    """`holdscan scan ID` asked for this parked message to be scanned as new mail."""
+    try:
+        text = (spool.scan_requests_dir / queue_id).read_text().strip()
+    except FileNotFoundError:
+        return False
+    return text in ("", str(inode))
+
+
+def scan_request_done(spool: Spool, queue_id: str) -> None:
+    try:
+        os.unlink(spool.scan_requests_dir / queue_id)
+    except FileNotFoundError:
+        pass
+
+
 def park(spool: Spool, queue_id: str, reason: str = "", wait: float = 10.0) -> tuple[str, bool]:
     """Move a queued message into the quarantine store. Returns (entry ID, parked now);
     parked now is False when an earlier park of it had already done so."""

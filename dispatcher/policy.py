@@ -19,7 +19,7 @@ The `[policy]` table of the configuration:
 For each verdict, the first rule that matches the sender and the recipient
 *and sets that verdict* decides; a verdict no matching rule sets gets the
 default. So a rule says only what it changes. A message whose recipients get
-different actions is split (see dispatcher/service.py).
+different actions is split (see dispatcher/disposition.py).
 
 Address patterns, one meaning per spelling (case does not matter):
 

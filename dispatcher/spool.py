@@ -25,7 +25,7 @@ What can happen to a held file while it is claimed, and by whom:
                                                      undone, nothing is delivered or stored
  postsuper -H ID / -r ID   renames it out of hold    the same: the message is Postfix's again
  postsuper -h, other HOLD  parks mail in hold        mail with defer/bounce/trace logs was queued
-                                                     before: left alone (Dispatcher.parked)
+                                                     before: left alone (Intake.parked)
  qmgr                      flocks incoming files     our lock is held only while scanning
  a second dispatcher       the same operations       refused at start (lock_dispatcher)
  power loss                drops unsynced changes    every step is fsync'd in the order below

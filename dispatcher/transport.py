@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -35,6 +35,16 @@ log = logging.getLogger("holdscan.transport")
 
 OnVerdicts = Callable[[list[Any]], None]
 OnState = Callable[[str, str], None]     # (component, "up" | "down: reason")
+
+
+class Transport(Protocol):
+    """What the dispatcher needs of a transport (CeleryTransport, LocalTransport)."""
+
+    def key(self, queue_id: str) -> str: ...
+    def start(self, on_verdicts: Any, on_state: Any) -> None: ...
+    def submit(self, batch: list[tuple[ScanRequest, bytes]], expires: float) -> None: ...
+    def forget(self, keys: list[str]) -> None: ...
+    def close(self) -> None: ...
 
 
 class TransportError(RuntimeError):
