@@ -72,14 +72,14 @@ class Sink(LabServer):
 
     def deliveries(self) -> list[Delivery]:
         out = []
-        for j in sorted(self.dir.glob("*.json"), key=lambda p: int(p.stem)):
+        for j in sorted(self.dir.glob("[0-9]*.json"), key=lambda p: int(p.stem)):
             env = json.loads(j.read_text())
             data = j.with_suffix(".eml").read_bytes()
             out.append(Delivery(env["mail_from"], env["rcpt_tos"], data))
         return out
 
     def count(self) -> int:
-        return len(list(self.dir.glob("*.json")))
+        return len(list(self.dir.glob("[0-9]*.json")))
 
     def wait_count(self, n: int, timeout: float = 60) -> list[Delivery]:
         deadline = time.monotonic() + timeout
