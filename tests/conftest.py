@@ -28,9 +28,6 @@ from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
 
-# tests/integration/test_power_loss.py still imports these two from here.
-from tests.support.mail import send, simple_message  # noqa: F401
-
 
 @pytest.fixture
 def sink() -> Iterator[Sink]:
