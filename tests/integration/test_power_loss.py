@@ -30,8 +30,8 @@ from dispatcher.postfix import PostfixSettings
 from dispatcher.spool import Spool
 from holdscan.lab.postfix import PostfixInstance, free_port, run
 from holdscan.lab.sink import Sink
-from tests.support.mail import send, simple_message
 from tests.support import powerloss
+from tests.support.mail import send, simple_message
 from tests.support.powerloss_scenario import (
     OPS,
     Plan,
