@@ -276,15 +276,19 @@ class _Search:
     def content_checks(self, where: str, params: Mapping[str, str]) -> None:
         for param in CONTENT_CHECKS:
             for table in split_list(params.get(param, "")):
-                rules = table_rules(table, self.read, self.dump, skip_holdscan=True)
-                for t, n, rule in rules.holds:
-                    self.add(("rule", t, str(n), rule), Finding(
-                        f"{where}{param} {_rule_text(t, n, rule)} also parks mail in hold",
-                        f"{RELEASED}; {PARK_INSTEAD}"))
-                for t, why in rules.unreadable:
-                    self.add(("table", t), Finding(
-                        f"cannot read {where}{param} {t} to see whether it answers HOLD "
-                        f"({why})", f"if it does, {RELEASED}; {PARK_INSTEAD}"))
+                self.report(f"{where}{param}",
+                            table_rules(table, self.read, self.dump, skip_holdscan=True))
+
+    def report(self, source: str, rules: TableRules) -> None:
+        """One finding per HOLD rule of a table, and one per table that cannot be read."""
+        for t, n, rule in rules.holds:
+            self.add(("rule", t, str(n), rule), Finding(
+                f"{source} {_rule_text(t, n, rule)} also parks mail in hold",
+                f"{RELEASED}; {PARK_INSTEAD}"))
+        for t, why in rules.unreadable:
+            self.add(("table", t), Finding(
+                f"cannot read {source} {t} to see whether it answers HOLD ({why})",
+                f"if it does, {RELEASED}; {PARK_INSTEAD}"))
 
     def restrictions(self, where: str, param: str, value: str, depth: int = 0) -> None:
         items = split_list(value)
@@ -300,14 +304,7 @@ class _Search:
 
     def access_table(self, where: str, param: str, check: str, table: str, depth: int) -> None:
         rules = table_rules(table, self.read, self.dump)
-        for t, n, rule in rules.holds:
-            self.add(("rule", t, str(n), rule), Finding(
-                f"{where}{param} {check} {_rule_text(t, n, rule)} also parks mail in hold",
-                f"{RELEASED}; {PARK_INSTEAD}"))
-        for t, why in rules.unreadable:
-            self.add(("table", t), Finding(
-                f"cannot read {where}{param} {check} {t} to see whether it answers HOLD "
-                f"({why})", f"if it does, {RELEASED}; {PARK_INSTEAD}"))
+        self.report(f"{where}{param} {check}", rules)
         if depth < 3:
             # A result may itself be a restriction list with more access tables.
             for result in rules.results:
