@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Install what holdscan needs on a fresh Debian/Ubuntu machine: Postfix, clamd, Redis,
-# SpamAssassin's spamd and rspamd (the spam scanner's tests start both) and strace (the
-# power-loss test traces the dispatcher's file-system calls) from the distribution (when run
-# as root or with sudo), and holdscan with its Python packages in a venv at .venv. Safe to
-# run again.
+# SpamAssassin's spamd and rspamd (the spam scanner's tests start both), strace (the
+# power-loss test traces the dispatcher's file-system calls), zip (an archive test) and
+# docker-compose (checks docker-compose.yml) from the distribution (when run as root or with
+# sudo), and holdscan with its Python packages in a venv at .venv. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 for pair in postconf:postfix clamd:clamav-daemon redis-server:redis-server smtp-sink:postfix \
-        spamd:spamd rspamd:rspamd strace:strace; do
+        spamd:spamd rspamd:rspamd strace:strace zip:zip docker-compose:docker-compose; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
@@ -26,6 +26,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${need_pkgs[@]}" >/dev/null
+fi
+# A test checks that every package the Dockerfile installs exists in the archive: that
+# needs apt's package lists, which a machine that installed nothing here may lack.
+if [ "$(id -u)" -eq 0 ] && ! apt-cache policy postfix 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 fi
 
 # Debian's python3 (not a per-user build under /root): the dispatcher drops to Postfix's

@@ -40,10 +40,14 @@ from tests.support.powerloss_scenario import (
     settings_from_json,
     settings_to_json,
 )
+from tests.support.tools import require_program
 
-pytestmark = [pytest.mark.postfix, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("strace") is None,
-                                 reason="needs strace (scripts/bootstrap.sh installs it)")]
+pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _strace() -> None:
+    require_program("strace")
 
 ROOT = Path(__file__).resolve().parents[2]
 

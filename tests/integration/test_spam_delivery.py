@@ -18,14 +18,14 @@ from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
 from holdscan.lab.spam import GTUBE, SpamdServer, spamd_available
 from tests.support.mail import send
+from tests.support.tools import require
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis, pytest.mark.spam]
 
 
 @pytest.fixture(scope="module")
 def spamd() -> Iterator[SpamdServer]:
-    if not spamd_available():
-        pytest.skip("spamd is not installed (apt-get install spamd; scripts/bootstrap.sh does)")
+    require(spamd_available(), "spamd", "spamd")
     with SpamdServer() as server:
         yield server
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.support.powerloss import (
     ops_from_strace,
     trace,
 )
+from tests.support.tools import require_program
 
 
 def start(*dirs: str) -> Tracker:
@@ -249,11 +249,8 @@ def test_strace_lines_become_operations(tmp_path):
     assert final.inodes[final.lookup("d/b")].data == b"hello world"
 
 
-needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-
-
-@needs_strace
 def test_trace_of_a_real_run_replays_to_the_tree_it_left(tmp_path):
+    require_program("strace")
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)
     (root / "d" / "old").write_bytes(b"old")
@@ -333,8 +330,7 @@ def test_materialize_builds_the_tree_with_hard_links(tmp_path):
 
 
 def test_the_strace_command_works_here():
-    if shutil.which("strace") is None:
-        pytest.skip("needs strace")
+    require_program("strace")
     p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=?open,openat,?rename", "-o",
                         "/dev/null", "true"], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr

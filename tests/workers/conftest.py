@@ -13,6 +13,7 @@ from holdscan.lab.clamd import ClamdServer, available
 from shared.config import HeadersConfig
 from shared.contract import Verdict
 from tests.support.scanning import REQUEST, Scan, make_config
+from tests.support.tools import require
 from workers.engine import scan_message
 from workers.scanners import build_scanners
 from workers.scanners.base import Scanner
@@ -23,8 +24,7 @@ STREAM_MAX = "2M"
 
 @pytest.fixture(scope="session")
 def clamd() -> Iterator[ClamdServer]:
-    if not available():
-        pytest.skip("clamd is not installed (apt-get install clamav-daemon)")
+    require(available(), "clamd", "clamav-daemon")
     with ClamdServer(stream_max_length=STREAM_MAX) as server:
         yield server
 

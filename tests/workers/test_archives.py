@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import random
-import shutil
 import subprocess
 import time
 import tracemalloc
@@ -27,6 +26,7 @@ from tests.support.mail import (
     zeros_zip,
     zip_bytes,
 )
+from tests.support.tools import require_program
 from workers.message import ParsedMessage
 from workers.scanners.archives import ArchivesScanner
 
@@ -119,8 +119,8 @@ def test_encrypted_zip_gets_the_configured_outcome(outcome: str) -> None:
     assert actions(found) == expected
 
 
-@pytest.mark.skipif(shutil.which("zip") is None, reason="needs the zip program")
 def test_zip_encrypted_by_the_zip_program_is_blocked(tmp_path: Path) -> None:
+    require_program("zip")
     (tmp_path / "a.txt").write_text("secret")
     subprocess.run(["zip", "-q", "-P", "password", "e.zip", "a.txt"], cwd=tmp_path, check=True)
     found = scan((tmp_path / "e.zip").read_bytes(), "e.zip")

@@ -13,6 +13,7 @@ from holdscan.lab.clamd import DETECTED_AS, ClamdServer, available
 from shared.config import ConfigError
 from tests.support.mail import EICAR, b64, eicar_variants, multipart, part, simple, zip_bytes
 from tests.support.scanning import Scan, make_config
+from tests.support.tools import require
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners
 from workers.scanners.clamav import TOO_LARGE, ClamavScanner
@@ -116,8 +117,7 @@ def test_all_addresses_down_is_an_error(tmp_path: os.PathLike[str]) -> None:
 @pytest.fixture
 def own_clamd() -> Iterator[ClamdServer]:
     """A clamd this test may stop and start without disturbing the others."""
-    if not available():
-        pytest.skip("clamd is not installed")
+    require(available(), "clamd", "clamav-daemon")
     with ClamdServer(stream_max_length="2M") as server:
         yield server
 

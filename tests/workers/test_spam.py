@@ -30,6 +30,7 @@ from shared.config import Config, ConfigError, HeadersConfig
 from shared.contract import Verdict
 from tests.support.mail import EICAR, simple
 from tests.support.scanning import REQUEST, make_config
+from tests.support.tools import require
 from workers.engine import scan_message
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners
@@ -63,16 +64,14 @@ def plain_message() -> bytes:
 
 @pytest.fixture(scope="module")
 def spamd() -> Iterator[SpamdServer]:
-    if not spamd_available():
-        pytest.skip("spamd is not installed (apt-get install spamd; scripts/bootstrap.sh does)")
+    require(spamd_available(), "spamd", "spamd")
     with SpamdServer() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def rspamd() -> Iterator[RspamdServer]:
-    if not rspamd_available():
-        pytest.skip("rspamd is not installed (apt-get install rspamd; scripts/bootstrap.sh does)")
+    require(rspamd_available(), "rspamd", "rspamd")
     with RspamdServer() as server:
         yield server
 
