@@ -178,12 +178,13 @@ class Tracker:
         self._broker_backoff = 0.5
 
     def send_again(self, queue_id: str) -> None:
-        """Unless it waits to be sent anyway."""
+        """Unless it waits to be sent anyway. A message with sent_at is never in unsent
+        (sent() sets it only after take_batches took it out), so no list search here:
+        a worker outage sends thousands again at once."""
         inf = self.messages[queue_id]
         if inf.sent_at:
             inf.sent_at = inf.started_at = 0.0
-            if queue_id not in self.unsent:
-                self.unsent.append(queue_id)
+            self.unsent.append(queue_id)
 
     # -- no verdict --------------------------------------------------------------------------
     def sent_ids(self, queue_ids: list[str]) -> list[str]:
@@ -228,9 +229,7 @@ class Tracker:
                 idle += 1
             else:
                 continue
-            inf.sent_at = inf.started_at = 0.0
-            if qid not in self.unsent:
-                self.unsent.append(qid)
+            self.send_again(qid)
         workers = f"down: no worker started {idle} message(s) within " \
             f"{self.verdict_deadline:g}s; they wait in hold and are sent again (is any " \
             f"`holdscan worker` consuming queue {self.queue!r}?)" if idle else ""

@@ -42,6 +42,7 @@ class Intake:
         self.left_for_human: set[tuple[str, int]] = set()   # unparseable, or policy "hold"
         self.parked: dict[str, list[str]] = {}      # queue ID -> its Postfix logs
         self.unsettled: set[str] = set()            # journal entries to settle again
+        self.scan_requested: set[str] = set()       # parked, in flight by `holdscan scan`
         self.hold_depth = 0
 
     def __len__(self) -> int:
@@ -59,8 +60,12 @@ class Intake:
         self.next_rescan = time.monotonic() + self.rescan_interval
 
     def tick(self, now: float) -> None:
-        """The periodic rescan, the safety net under inotify (by the monotonic clock)."""
+        """The periodic rescan, the safety net under inotify (by the monotonic clock).
+        It also settles operations that failed half-way: one that failed after its take
+        has its original in custody, out of hold, where no rescan would find it."""
         if now >= self.next_rescan:
+            for qid in list(self.unsettled):
+                self._settle(qid)
             self.rescan()
             self.next_rescan = now + self.rescan_interval
 
@@ -91,8 +96,11 @@ class Intake:
             if (qid, claim.inode) in self.left_for_human:
                 claim.close()
                 continue
-            logs = park.parked_logs(self.spool, qid, claim.inode)
-            if logs:
+            # Postfix's logs: it was queued before (cleanup never writes them).
+            logs = self.spool.message_logs(qid)
+            if logs and park.scan_requested(self.spool, qid, claim.inode):
+                self.scan_requested.add(qid)
+            elif logs:
                 # Queued before (cleanup never writes these logs): somebody parked it in
                 # hold on purpose. Not ours until `holdscan scan ID`.
                 claim.close()
@@ -116,6 +124,12 @@ class Intake:
                 continue
             in_flight.add(InFlight(claim, qf, message, hashlib.sha256(message).hexdigest()))
         self.metrics.in_flight.set(len(in_flight))
+
+    def done(self, qid: str) -> None:
+        """Its message has left hold: a `holdscan scan` request for it is spent."""
+        if qid in self.scan_requested:
+            self.scan_requested.discard(qid)
+            park.scan_request_done(self.spool, qid)
 
     def status(self) -> dict[str, object]:
         """For `holdscan status`."""

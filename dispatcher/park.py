@@ -55,13 +55,6 @@ def request_scan(spool: Spool, queue_id: str) -> Path:
     return request
 
 
-def parked_logs(spool: Spool, queue_id: str, inode: int) -> list[str]:
-    """Postfix's logs of a held message somebody parked in hold on purpose (it was queued
-    before: cleanup never writes these), unless `holdscan scan ID` asked for it; else []."""
-    logs = spool.message_logs(queue_id)
-    return logs if logs and not scan_requested(spool, queue_id, inode) else []
-
-
 def scan_requested(spool: Spool, queue_id: str, inode: int) -> bool:
     """`holdscan scan ID` asked for this parked message to be scanned as new mail."""
     try:

@@ -33,7 +33,7 @@ import socket
 import time
 from pathlib import Path
 
-from dispatcher import disposition, park
+from dispatcher import disposition
 from dispatcher.attempts import Attempts
 from dispatcher.durable import fsync_dir
 from dispatcher.inbox import Inbox
@@ -271,7 +271,7 @@ class Dispatcher:
     def _done(self, qid: str, action: str, outcome: str, keep_attempts: bool = False) -> None:
         self.in_flight.done(qid, keep_attempts)
         if not keep_attempts:
-            park.scan_request_done(self.spool, qid)
+            self.intake.done(qid)
         self.stats.count(action, outcome)
         self.metrics.in_flight.set(len(self.in_flight))
 

@@ -27,6 +27,8 @@ from holdscan.lab.cluster import Cluster, lab_config
 from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
+from holdscan.lab.spam import RspamdServer, SpamdServer, rspamd_available, spamd_available
+from tests.support.tools import require
 
 
 @pytest.fixture
@@ -69,6 +71,22 @@ def clamd() -> Iterator[ClamdServer]:
     """A real clamd with a generated EICAR signature, on a UNIX socket."""
     with ClamdServer(tcp=False) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def spamd() -> Iterator[SpamdServer]:
+    """A real spamd, shared by a module (it takes seconds to start)."""
+    require(spamd_available(), "spamd", "spamd")
+    with SpamdServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rspamd() -> Iterator[RspamdServer]:
+    """A real rspamd, shared by a module."""
+    require(rspamd_available(), "rspamd", "rspamd")
+    with RspamdServer() as server:
+        yield server
 
 
 @pytest.fixture

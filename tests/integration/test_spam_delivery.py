@@ -8,7 +8,7 @@ each message arrives once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -16,18 +16,10 @@ from holdscan.lab.cluster import Cluster
 from holdscan.lab.postfix import PostfixInstance
 from holdscan.lab.redis import RedisServer
 from holdscan.lab.sink import Sink
-from holdscan.lab.spam import GTUBE, SpamdServer, spamd_available
+from holdscan.lab.spam import GTUBE, SpamdServer
 from tests.support.mail import send
-from tests.support.tools import require
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis, pytest.mark.spam]
-
-
-@pytest.fixture(scope="module")
-def spamd() -> Iterator[SpamdServer]:
-    require(spamd_available(), "spamd", "spamd")
-    with SpamdServer() as server:
-        yield server
 
 
 def message(n: int, body: bytes, extra_headers: bytes = b"") -> bytes:

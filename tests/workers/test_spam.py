@@ -11,7 +11,6 @@ import re
 import socket
 import time
 import tomllib
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,11 @@ from typing import Any
 import pytest
 
 from holdscan.lab.clamd import DETECTED_AS, ClamdServer
-from holdscan.lab.spam import (
-    GTUBE,
-    RspamdServer,
-    SpamdServer,
-    rspamd_available,
-    spamd_available,
-)
+from holdscan.lab.spam import GTUBE, RspamdServer, SpamdServer
 from shared.config import Config, ConfigError, HeadersConfig
 from shared.contract import Verdict
 from tests.support.mail import EICAR, simple
 from tests.support.scanning import REQUEST, make_config
-from tests.support.tools import require
 from workers.engine import scan_message
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners
@@ -60,20 +52,6 @@ def plain_message() -> bytes:
             b"Message-ID: <20240101.4711.abc@example.test>\r\nMIME-Version: 1.0\r\n"
             b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
             b"Hi Bob,\r\n\r\nlunch tomorrow at noon, at the usual place?\r\n\r\nAlice\r\n")
-
-
-@pytest.fixture(scope="module")
-def spamd() -> Iterator[SpamdServer]:
-    require(spamd_available(), "spamd", "spamd")
-    with SpamdServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def rspamd() -> Iterator[RspamdServer]:
-    require(rspamd_available(), "rspamd", "rspamd")
-    with RspamdServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["spamd", "rspamd"])
