@@ -71,11 +71,3 @@ def make_dirs(path: Path, mode: int = 0o700, owner: tuple[int, int] | None = Non
         if owner:
             os.chown(d, *owner)
         fsync_dir(d.parent)
-
-
-def move(src: Path, dst: Path) -> None:
-    """Rename, then fsync both directories: durable in its new place, gone from the old."""
-    os.rename(src, dst)
-    fsync_dir(dst.parent)
-    if src.parent != dst.parent:
-        fsync_dir(src.parent)

@@ -262,12 +262,6 @@ class Spool:
             self.queue_dir) else "hold"
         return Claim(name, path, fd, st, queue)
 
-    def still_ours(self, claim: Claim) -> bool:
-        try:
-            return os.stat(claim.path).st_ino == claim.inode
-        except FileNotFoundError:
-            return False
-
     # -- release --------------------------------------------------------------------
     def release(self, claim: Claim, sync: bool = True) -> Path:
         """Rename hold/ID to incoming/ID. Same inode, same name (rules 4, 5).
