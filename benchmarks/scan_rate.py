@@ -137,7 +137,7 @@ def main() -> int:
 
         def engine(data: bytes) -> None:
             verdict = scan_message(data, request, scanners, headers, "bench")
-            if verdict.action != "clean":
+            if verdict.verdict != "clean":
                 raise RuntimeError(f"benchmark message not clean: {verdict.reasons}")
             for name, t in verdict.scan_times.items():
                 times[name] = times.get(name, 0.0) + t

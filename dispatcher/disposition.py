@@ -62,7 +62,7 @@ class Disposition:
     """What to do with one message (see the table above)."""
 
     kind: str                           # release, rewrite, quarantine, split, leave
-    action: str                         # counted with the outcome: the verdict's, or gave_up
+    verdict: str                        # counted with the outcome: the verdict's, or gave_up
     outcome: str                        # a key of STORY
     groups: tuple[Group, ...]           # the recipients by what they get
     story: LogLine                      # the one line that tells what happened
@@ -89,19 +89,19 @@ def plan(queue_file: queuefile.QueueFile, message: bytes, verdict: Verdict, poli
     qid, v = verdict.queue_id, verdict
     qf = queue_file
     everyone = [r.address for r in qf.recipients if not r.done]
-    groups = policy.groups(qf.sender, everyone, policy_verdict(v.action, v.extra)) or \
+    groups = policy.groups(qf.sender, everyone, policy_verdict(v)) or \
         [Group("deliver", [], ["nothing left to deliver"])]
     stripped, groups, notes = _stripped(qid, message, v, groups)
-    action = "gave_up" if gave_up else v.action
+    counted = "gave_up" if gave_up else v.verdict
     if any(g.action == "hold" for g in groups):
         # One recipient's hold keeps the whole message: a human decides for all.
-        return Disposition("leave", action, "held", tuple(groups), LogLine(
+        return Disposition("leave", counted, "held", tuple(groups), LogLine(
             logging.WARNING, STORY["held"], {"queue_id": qid, "reason": "; ".join(v.reasons)}),
             notes=notes)
     split = len(groups) > 1
     if groups[0].action == "deliver" and not split and not _edits_for("deliver", v, headers):
-        return Disposition("release", v.action, "released", tuple(groups), LogLine(
-            logging.INFO, STORY["released"], {"queue_id": qid, "action": v.action}),
+        return Disposition("release", v.verdict, "released", tuple(groups), LogLine(
+            logging.INFO, STORY["released"], {"queue_id": qid, "verdict": v.verdict}),
             notes=notes)
     delivered = [g for g in groups if g.action in DELIVERED]
     quarantined = next((g for g in groups if g.action == "quarantine"), None)
@@ -117,11 +117,11 @@ def plan(queue_file: queuefile.QueueFile, message: bytes, verdict: Verdict, poli
         _file_for(qf, v, g, stripped, split, headers, line_length_limit) for g in delivered)
     # One line tells the message's story: what each group of recipients got and why.
     story = LogLine(logging.INFO, STORY[outcome], {
-        "queue_id": qid, "action": action, "reasons": "; ".join(v.reasons),
+        "queue_id": qid, "verdict": counted, "reasons": "; ".join(v.reasons),
         "new_queue_id": "", "quarantine_id": entry,
         "policy": "; ".join(f"{g.action} {len(g.recipients)} ({', '.join(g.sources)})"
                             for g in groups)})
-    return Disposition(kind, action, outcome, tuple(groups), story, files, meta,
+    return Disposition(kind, counted, outcome, tuple(groups), story, files, meta,
                        _notices(qf, message, v, groups, entry, stripped), notes)
 
 
@@ -133,13 +133,11 @@ def _stripped(qid: str, message: bytes, v: Verdict, groups: list[Group]
     message or None, the groups, and what to log."""
     if not any(g.action == "strip" for g in groups):
         return None, groups, ()
-    strip_plan = v.extra.get("strip")
     why = "the scanners could not name removable parts that leave the rest clean"
-    if strip_plan:
+    if v.strip is not None:
         try:
-            data = mimeparts.strip(message, {p["part"]: p["note"]
-                                             for p in strip_plan["parts"]})
-            if mimeparts.sha256(data) == strip_plan["sha256"]:
+            data = mimeparts.strip(message, {p.part: p.note for p in v.strip.parts})
+            if mimeparts.sha256(data) == v.strip.sha256:
                 return data, groups, ()
             why = "the stripped message is not the one the worker scanned"
         except mimeparts.StripError as e:
@@ -161,12 +159,12 @@ def _stripped(qid: str, message: bytes, v: Verdict, groups: list[Group]
 def _edits_for(action: str, v: Verdict, headers: HeadersConfig) -> list[HeaderEdit]:
     """Header edits for a delivered group: the verdict's own for clean mail; else its
     status header, and for deliver-tagged a Subject tag."""
-    if v.action == "clean":
+    if v.verdict == "clean":
         return list(v.header_edits)
     edits = [e for e in v.header_edits if e.op != "subject_tag"]
     if action == "deliver-tagged":
         tag = next((e.value for e in v.header_edits if e.op == "subject_tag"), None) or \
-            subject_tag(headers.subject_tags, policy_verdict(v.action, v.extra))
+            subject_tag(headers.subject_tags, policy_verdict(v))
         if tag:
             edits.append(HeaderEdit("subject_tag", "Subject", tag))
     return edits
@@ -198,7 +196,9 @@ def _quarantine_meta(qf: queuefile.QueueFile, message: bytes, v: Verdict, gave_u
         # split message had their own copies).
         "recipients": list(group.recipients) or everyone,
         "verdict": None if gave_up else v.to_dict(),
-        "action": "gave_up" if gave_up else v.action,
+        # The on-disk key of quarantine entries (dispatcher/quarantine.py) for what
+        # stopped the message: a verdict, gave_up, or parked.
+        "action": "gave_up" if gave_up else v.verdict,
         "reason": "; ".join(v.reasons),
         "subject": header_text(message, "Subject"),
         "policy": list(group.sources),
@@ -212,15 +212,15 @@ def _notices(qf: queuefile.QueueFile, message: bytes, v: Verdict, groups: list[G
              entry: str, stripped: bytes | None) -> tuple[Notice, ...]:
     """A notice for each group whose mail was stopped or changed (the notifier sends the
     kinds its configuration asks for)."""
-    removed = "\n".join(p["note"] for p in v.extra.get("strip", {}).get("parts", [])) \
-        if stripped is not None else ""
+    removed = "\n".join(p.note for p in v.strip.parts) \
+        if stripped is not None and v.strip is not None else ""
     notices = []
     for g in groups:
         if g.action not in ("quarantine", "strip", "discard"):
             continue
         outcome = GROUP_OUTCOME[g.action]
         notices.append(Notice(outcome, {
-            "outcome": outcome, "verdict": policy_verdict(v.action, v.extra),
+            "outcome": outcome, "verdict": policy_verdict(v),
             "reasons": "\n".join(v.reasons), "queue_id": v.queue_id,
             "quarantine_id": entry if outcome == "quarantined" else "",
             "removed": removed if outcome == "stripped" else "",

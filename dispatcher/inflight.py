@@ -260,7 +260,7 @@ class Tracker:
         message caused too often), or None: apply it."""
         qid = inf.claim.queue_id
         reasons = "; ".join(v.reasons) or "error"
-        if v.action == "error" and v.error_kind == "message":
+        if v.verdict == "error" and v.error_kind == "message":
             # These bytes broke a scanner: an attempt (counted when it started). After
             # max_attempts, the policy's `error` action, as for a message that kills workers.
             n = self.attempts.get(qid, inf.claim.inode)
@@ -271,7 +271,7 @@ class Tracker:
                                                      f"{reasons}")
             return self._retry(v, n, f"scanner failed on it ({n} of {self.max_attempts}): "
                                      f"{reasons}")
-        if v.action == "error":
+        if v.verdict == "error":
             # A component is down: nobody's fault here, so it does not count; wait.
             self.attempts.uncount_many([qid])
             return self._retry(v, self.errors_in_a_row.get(qid, 0) + 1,
@@ -344,13 +344,13 @@ def gave_up_verdict(queue_id: str, attempt: int, reason: str, status_header: str
     header (if named) to "unscanned (reason)"."""
     edits = [HeaderEdit("replace", status_header, f"unscanned ({reason})")] \
         if status_header else []
-    return Verdict(queue_id=queue_id, attempt=attempt, action="error", error_kind="message",
+    return Verdict(queue_id=queue_id, attempt=attempt, verdict="error", error_kind="message",
                    findings=[Finding("dispatcher", "error", reason)], header_edits=edits)
 
 
 def scanning_state(v: Verdict) -> str:
     """What a verdict says of the scanners: "up", "down: why" (an error for a component
     that is down), or "" (an error these bytes caused says nothing about them)."""
-    if v.action != "error":
+    if v.verdict != "error":
         return "up"
     return "" if v.error_kind == "message" else f"down: {'; '.join(v.reasons) or 'error'}"

@@ -12,7 +12,7 @@ class Metrics:
         self.in_flight = Gauge("holdscan_in_flight", "Messages sent for scanning, no verdict yet",
                                registry=r)
         self.verdicts = Counter("holdscan_verdicts_total", "Verdicts applied",
-                                ["action", "outcome"], registry=r)
+                                ["verdict", "outcome"], registry=r)
         self.scan_latency = Histogram(
             "holdscan_scan_latency_seconds", "From submission to verdict", registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import Config, ConfigError
+from shared.contract import Verdict
 
 VERDICTS = ("infected", "blocked", "spam", "spam_high", "unscannable", "error")
 ACTIONS = ("deliver", "deliver-tagged", "strip", "quarantine", "discard", "hold")
@@ -349,11 +350,9 @@ class Policy:
         return f"{len(self.rules)} rule(s); default: {d}"
 
 
-def policy_verdict(action: str, extra: dict[str, Any]) -> str:
-    """The policy key for a verdict: its action, or spam_high for high-scoring spam."""
-    if action == "spam" and extra.get("spam_high") is True:
-        return "spam_high"
-    return action
+def policy_verdict(v: Verdict) -> str:
+    """The policy's key for a verdict: the verdict, or spam_high for high-scoring spam."""
+    return "spam_high" if v.verdict == "spam" and v.spam_high else v.verdict
 
 
 def subject_tag(subject_tags: dict[str, str], verdict: str) -> str:

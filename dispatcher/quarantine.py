@@ -297,7 +297,8 @@ class QuarantineStore:
                                  "released_to": recipients,
                                  "released_by": _who()})
             crashpoint("qrelease.after_commit")
-            self._into_incoming(e.path / new_id)
+            self.spool.move_into_incoming(e.path / new_id)
+            self.spool.wake_qmgr()
             crashpoint("qrelease.after_move")
         log.info("released %s as %s to %s", entry_id, new_id, ", ".join(recipients))
         return Release(entry_id, new_id, recipients, False, now)
@@ -309,10 +310,6 @@ class QuarantineStore:
         except queuefile.QueueFileError as err:
             raise QuarantineError(f"{e.id}: the stored queue file is damaged ({err}); "
                                   f"look at it with postcat {e.path / 'queuefile'}") from None
-
-    def _into_incoming(self, src: Path) -> None:
-        self.spool.move_into_incoming(src)
-        self.spool.wake_qmgr()
 
     # -- delete and expire ---------------------------------------------------------------------
     def delete(self, entry_id: str) -> None:
@@ -371,7 +368,8 @@ class QuarantineStore:
             if f.name in _KEEP:
                 continue
             if f.name == released_as:
-                self._into_incoming(f)
+                self.spool.move_into_incoming(f)
+                self.spool.wake_qmgr()
                 done.append(f"released {path.name} as {f.name}")
                 log.info("recovered: %s moved into incoming (release of %s)", f.name, path.name)
             else:

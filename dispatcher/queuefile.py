@@ -42,6 +42,8 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from shared.headers import line_names
+
 __all__ = [
     "QueueFileError",
     "Record",
@@ -699,7 +701,7 @@ class QueueFile:
             new_lines.extend(_header_lines(name, value))
         remove = {_encode(name).lower() for name, _ in replace}
         if remove:
-            header = [ln for ln, hname in zip(header, _header_names(header), strict=True)
+            header = [ln for ln, hname in zip(header, line_names(header), strict=True)
                       if hname not in remove]
         header.extend(new_lines)
 
@@ -787,18 +789,6 @@ class QueueFile:
                          list(self.extracted), self._raw_content)
 
 
-def _header_names(header: list[bytes]) -> Iterator[bytes | None]:
-    """The lower-case field name each header line belongs to (continuations too)."""
-    current: bytes | None = None
-    for line in header:
-        if line[:1] in (b" ", b"\t"):
-            yield current
-            continue
-        colon = line.find(b":")
-        current = line[:colon].rstrip(b" \t").lower() if colon > 0 else None
-        yield current
-
-
 def _header_lines(name: str, value: str) -> list[bytes]:
     if not _FIELD_NAME_RE.fullmatch(name):
         raise ValueError(f"{name!r} is not a header field name")
@@ -823,7 +813,7 @@ def _tag_subject(header: list[bytes], tag: str) -> tuple[list[bytes], bool]:
     if not tag_b:
         return header, False
     out = list(header)
-    names = list(_header_names(header))
+    names = list(line_names(header))
     changed = False
     found = False
     for i, name in enumerate(names):

@@ -42,7 +42,7 @@ from dispatcher.intake import Intake
 from dispatcher.notify import Notifier
 from dispatcher.policy import Policy
 from dispatcher.spool import MessageGone, Spool
-from dispatcher.status import Stats, Status
+from dispatcher.status import Stats, StatusFile
 from dispatcher.transport import Transport, TransportError, reply_key
 from dispatcher.upkeep import Upkeep
 from dispatcher.watcher import Watcher
@@ -71,7 +71,7 @@ class Dispatcher:
         self.in_flight = Tracker.from_config(self.attempts, cfg)
         self.intake = Intake(spool, self.stats, self.options.rescan_interval)
         self.upkeep = Upkeep(spool, self.stats, self.options.quarantine_days)
-        self.status = Status(spool.state_dir / "status.json")
+        self.status = StatusFile(spool.state_dir / "status.json")
         self.inbox = Inbox()
         self.watcher = Watcher(spool.hold_dir, self.inbox.path)
         self.stopping = False
@@ -214,7 +214,7 @@ class Dispatcher:
     def _apply(self, inf: InFlight, v: Verdict, gave_up: bool = False) -> bool:
         """Apply a verdict (gave_up: the one made for a message given up on); whatever goes
         wrong costs this message a retry, never the dispatcher its life. True: incoming."""
-        qid, action = inf.claim.queue_id, v.action
+        qid, found = inf.claim.queue_id, v.verdict
         try:
             if not gave_up:
                 crashpoint("apply.before")
@@ -223,7 +223,7 @@ class Dispatcher:
                 step = self.in_flight.verdict(inf, v)
                 if isinstance(step, Retry):
                     step.line.write(log)
-                    self._done(qid, action, "held", keep_attempts=True)
+                    self._done(qid, found, "held", keep_attempts=True)
                     return False
                 if step is not None:
                     v, gave_up = step.verdict, True
@@ -231,16 +231,16 @@ class Dispatcher:
         except MessageGone as e:
             # postsuper -d/-H/-r while it was scanned: Postfix's again, untouched by us.
             event(log, logging.WARNING, "message left hold while it was scanned; verdict "
-                  "dropped, nothing done", queue_id=qid, action=action, why=str(e))
-            self._done(qid, action, "gone")
+                  "dropped, nothing done", queue_id=qid, verdict=found, why=str(e))
+            self._done(qid, found, "gone")
         except Exception as e:  # noqa: BLE001  (any one message's failure is that message's)
             self.stats.error(f"{qid}: {type(e).__name__}: {e}", "apply")
             event(log, logging.ERROR, "could not apply verdict; message stays in hold, tried "
-                  "again in 30s", queue_id=qid, action=action, error=f"{type(e).__name__}: {e}")
+                  "again in 30s", queue_id=qid, verdict=found, error=f"{type(e).__name__}: {e}")
             if self.spool.journal.path(qid).exists():
                 self.intake.unsettled.add(qid)
             self.in_flight.retry_later(qid, 30)
-            self._done(qid, action, "failed", keep_attempts=True)
+            self._done(qid, found, "failed", keep_attempts=True)
         return False
 
     def _carry_out(self, inf: InFlight, v: Verdict, gave_up: bool) -> bool:
@@ -265,14 +265,14 @@ class Dispatcher:
         plan.story_with(new_ids).write(log)
         for notice in plan.notices:
             self.notifier.notify(notice)
-        self._done(inf.claim.queue_id, plan.action, plan.outcome, plan.kind == "leave")
+        self._done(inf.claim.queue_id, plan.verdict, plan.outcome, plan.kind == "leave")
         return plan.kind == "release" or bool(new_ids)
 
-    def _done(self, qid: str, action: str, outcome: str, keep_attempts: bool = False) -> None:
+    def _done(self, qid: str, verdict: str, outcome: str, keep_attempts: bool = False) -> None:
         self.in_flight.done(qid, keep_attempts)
         if not keep_attempts:
             self.intake.done(qid)
-        self.stats.count(action, outcome)
+        self.stats.count(verdict, outcome)
         self.metrics.in_flight.set(len(self.in_flight))
 
     def _finish_batch(self, released: bool) -> None:

@@ -22,7 +22,9 @@ from shared.logging import event
 log = logging.getLogger("holdscan.dispatcher")     # these are the dispatcher's lines
 
 
-class Status:
+class StatusFile:
+    """status.json in the state directory: what `holdscan status` shows, written whole."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -59,10 +61,10 @@ class Stats:
         if worker:
             self.workers_seen[worker] = time.time()
 
-    def count(self, action: str, outcome: str) -> None:
-        """A message done with: `outcome` (disposition.STORY), for a verdict's `action`."""
+    def count(self, verdict: str, outcome: str) -> None:
+        """A message done with: `outcome` (disposition.STORY), for `verdict` (or gave_up)."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        self.metrics.verdicts.labels(action, outcome).inc()
+        self.metrics.verdicts.labels(verdict, outcome).inc()
 
     def state_change(self, component: str, state: str) -> None:
         """One log line per change of a component's state ("up" or "down: why"), not one

@@ -113,11 +113,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # -- status -----------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from dispatcher.status import Status
+    from dispatcher.status import StatusFile
     cfg = _load(args)
     spool = _spool(cfg)
     hold = sum(1 for _ in spool.hold_files())
-    st = Status(spool.state_dir / "status.json").read()
+    st = StatusFile(spool.state_dir / "status.json").read()
     if args.json:
         print(json.dumps({"hold_depth_now": hold, "dispatcher": st}, indent=1))
         return 0
@@ -205,9 +205,11 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
         out.append(f"policy:       {', '.join(meta['policy'])}")
     verdict = meta.get("verdict") or {}
     for f in verdict.get("findings", []):
-        if f.get("action") != "clean":
+        # "action": what entries stored before contract version 3 call a finding's verdict.
+        found = f.get("verdict", f.get("action"))
+        if found != "clean":
             part = f" (MIME part {f['part']})" if f.get("part") else ""
-            out.append(f"finding:      {f['scanner']} {f['action']}: {f['detail']}{part}")
+            out.append(f"finding:      {f['scanner']} {found}: {f['detail']}{part}")
     if meta.get("released_as"):
         out.append(f"released:     {format_time(meta['released_at'])} UTC as queue ID "
                    f"{meta['released_as']} to {', '.join(meta.get('released_to', []))} "

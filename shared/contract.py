@@ -22,7 +22,10 @@ from shared.mimetokens import PART_PATH_RE as _PART_RE
 
 # 2: requests and verdicts carry the inode and SHA-256 of the scanned bytes, verdicts
 #    say which kind of error they are, workers announce the batches they start.
-CONTRACT_VERSION = 2
+# 3: what a worker found is a "verdict" (the key was "action", a word that belongs to
+#    the dispatcher's policy); what the policy depends on is typed: Verdict.strip (the
+#    strip plan) and Verdict.spam_high, no longer keys of Verdict.extra.
+CONTRACT_VERSION = 3
 
 # What an `error` verdict means for the message (Verdict.error_kind):
 #   unavailable  a component (clamd, spamd) did not answer: every message fails alike,
@@ -32,9 +35,11 @@ CONTRACT_VERSION = 2
 #                `error` action applies
 ERROR_KINDS = ("", "unavailable", "message")
 
-ACTIONS = ("clean", "infected", "blocked", "spam", "unscannable", "error")
+# What a worker can find. What the dispatcher then does (deliver, quarantine, ...) is
+# the policy's *action* (dispatcher/policy.py), never a verdict.
+VERDICTS = ("clean", "infected", "blocked", "spam", "unscannable", "error")
 
-# An action's weight when several scanners disagree: the worst wins.
+# A verdict's weight when several scanners disagree: the worst wins.
 SEVERITY = {"clean": 0, "spam": 1, "unscannable": 2, "blocked": 3, "infected": 4, "error": 5}
 
 HEADER_EDIT_OPS = ("add", "replace", "subject_tag")
@@ -88,7 +93,8 @@ def _version(d: Any, kind: str) -> dict[str, Any]:
     version = d.get("v")
     _require(version == CONTRACT_VERSION,
              f"{kind} speaks contract version {version!r}, this side speaks {CONTRACT_VERSION}; "
-             "run the same holdscan version on the dispatcher and the workers")
+             "run the same holdscan version on the dispatcher and the workers (upgrade both, "
+             "then restart the workers and the dispatcher)")
     return d
 
 
@@ -139,7 +145,7 @@ class Finding:
     """
 
     scanner: str
-    action: str
+    verdict: str
     detail: str
     part: str = ""
 
@@ -152,12 +158,12 @@ class Finding:
     @classmethod
     def from_dict(cls, d: Any) -> Finding:
         _require(isinstance(d, dict), "a finding must be an object")
-        action = _str(d, "action")
-        _require(action in ACTIONS, f"unknown finding action {action!r}")
+        verdict = _str(d, "verdict")
+        _require(verdict in VERDICTS, f"unknown finding verdict {verdict!r}")
         part = _str(d, "part") if "part" in d else ""
         _require(part == "" or _PART_RE.fullmatch(part) is not None,
                  f"finding part {part[:40]!r} is not a MIME part path like '2' or '3.1'")
-        return cls(scanner=_str(d, "scanner", empty_ok=False), action=action,
+        return cls(scanner=_str(d, "scanner", empty_ok=False), verdict=verdict,
                    detail=_str(d, "detail"), part=part)
 
 
@@ -192,12 +198,56 @@ class HeaderEdit:
 
 
 @dataclass(frozen=True)
+class StripPart:
+    """One part a strip removes, and the note that replaces it."""
+
+    part: str       # a MIME part path (shared/mimetokens.py), "2" or "3.1"
+    note: str
+
+    @classmethod
+    def from_dict(cls, d: Any) -> StripPart:
+        _require(isinstance(d, dict), "each of 'strip.parts' must be {part: path, note: text}")
+        part, note = _str(d, "part"), _str(d, "note")
+        _require(_PART_RE.fullmatch(part) is not None,
+                 f"strip part {part[:40]!r} is not a MIME part path like '2' or '3.1'")
+        return cls(part=part, note=note)
+
+
+@dataclass(frozen=True)
+class StripPlan:
+    """The parts a worker found removable, and the hash of the result: the message
+    without those parts (shared.mimeparts.strip with these notes) scanned clean and
+    hashes to `sha256`, so the dispatcher can check it made the same message."""
+
+    parts: tuple[StripPart, ...]
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parts": [asdict(p) for p in self.parts], "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> StripPlan:
+        _require(isinstance(d, dict), "'strip' must be an object")
+        parts = d.get("parts")
+        _require(isinstance(parts, list) and bool(parts), "'strip.parts' must be a non-empty list")
+        assert isinstance(parts, list)
+        return cls(parts=tuple(StripPart.from_dict(p) for p in parts), sha256=_sha256(d, "sha256"))
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """A worker's answer for one scan request."""
+    """A worker's answer for one scan request.
+
+    `verdict` is what the worker found (one of VERDICTS). What the dispatcher's policy
+    depends on besides it is typed: `strip` (a strip plan, when the bad parts can be
+    removed) and `spam_high` (spam scored above the high threshold). `extra` is for
+    people only (spam score and rules, shown in logs and the quarantine); no decision
+    reads it.
+    """
 
     queue_id: str
     attempt: int
-    action: str
+    verdict: str
     findings: list[Finding] = field(default_factory=list)
     header_edits: list[HeaderEdit] = field(default_factory=list)
     scan_times: dict[str, float] = field(default_factory=dict)   # scanner -> seconds
@@ -205,18 +255,20 @@ class Verdict:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. spam score and symbols
     inode: int = 0          # echoed from the request
     sha256: str = ""        # of the bytes the worker actually scanned
-    error_kind: str = ""    # for action "error": one of ERROR_KINDS (see above)
+    error_kind: str = ""    # for verdict "error": one of ERROR_KINDS (see above)
+    strip: StripPlan | None = None
+    spam_high: bool = False
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{f.scanner}: {f.detail}" for f in self.findings if f.action != "clean"]
+        return [f"{f.scanner}: {f.detail}" for f in self.findings if f.verdict != "clean"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": CONTRACT_VERSION,
             "queue_id": self.queue_id,
             "attempt": self.attempt,
-            "action": self.action,
+            "verdict": self.verdict,
             "findings": [f.to_dict() for f in self.findings],
             "header_edits": [e.to_dict() for e in self.header_edits],
             "scan_times": dict(self.scan_times),
@@ -225,29 +277,33 @@ class Verdict:
             "inode": self.inode,
             "sha256": self.sha256,
             "error_kind": self.error_kind,
+            "strip": self.strip.to_dict() if self.strip else None,
+            "spam_high": self.spam_high,
         }
 
     @classmethod
     def from_dict(cls, d: Any) -> Verdict:
         d = _version(d, "verdict")
-        action = _str(d, "action")
-        _require(action in ACTIONS, f"unknown verdict action {action!r}")
+        verdict = _str(d, "verdict")
+        _require(verdict in VERDICTS, f"unknown verdict {verdict!r}")
         findings = d.get("findings", [])
         edits = d.get("header_edits", [])
         times = d.get("scan_times", {})
         extra = d.get("extra", {})
+        strip = d.get("strip")
+        spam_high = d.get("spam_high", False)
         _require(isinstance(findings, list), "'findings' must be a list")
         _require(isinstance(edits, list), "'header_edits' must be a list")
         _require(isinstance(times, dict) and all(
             isinstance(k, str) and isinstance(v, (int, float)) for k, v in times.items()),
             "'scan_times' must map scanner names to seconds")
         _require(isinstance(extra, dict), "'extra' must be an object")
-        if "strip" in extra:
-            _check_strip(extra["strip"])
+        _require(isinstance(spam_high, bool), "'spam_high' must be true or false")
+        _require(not spam_high or verdict == "spam", "only a spam verdict can be spam_high")
         return cls(
             queue_id=_str(d, "queue_id", empty_ok=False),
             attempt=_int(d, "attempt"),
-            action=action,
+            verdict=verdict,
             findings=[Finding.from_dict(f) for f in findings],
             header_edits=[HeaderEdit.from_dict(e) for e in edits],
             scan_times={k: float(v) for k, v in times.items()},
@@ -255,7 +311,9 @@ class Verdict:
             extra=extra,
             inode=_int(d, "inode"),
             sha256=_sha256(d, "sha256"),
-            error_kind=_error_kind(d, action),
+            error_kind=_error_kind(d, verdict),
+            strip=None if strip is None else StripPlan.from_dict(strip),
+            spam_high=spam_high,
         )
 
 
@@ -284,35 +342,14 @@ def _sha256(d: dict[str, Any], key: str) -> str:
     return value
 
 
-def _error_kind(d: dict[str, Any], action: str) -> str:
+def _error_kind(d: dict[str, Any], verdict: str) -> str:
     kind = _str(d, "error_kind")
     _require(kind in ERROR_KINDS, f"unknown error_kind {kind!r}")
-    _require((kind != "") == (action == "error"),
+    _require((kind != "") == (verdict == "error"),
              "an error verdict must say its error_kind, and only an error verdict")
     return kind
 
 
-def _check_strip(plan: Any) -> None:
-    """extra["strip"]: the parts a worker found removable, and the hash of the result.
-
-    {"parts": [{"part": "2", "note": "why"}, ...], "sha256": "<hex>"}: the
-    message without those parts (shared.mimeparts.strip with these notes)
-    scanned clean, and hashes to sha256.
-    """
-    _require(isinstance(plan, dict), "'extra.strip' must be an object")
-    parts = plan.get("parts")
-    _require(isinstance(parts, list) and bool(parts), "'extra.strip.parts' must be a list")
-    assert isinstance(parts, list)
-    for p in parts:
-        _require(isinstance(p, dict) and isinstance(p.get("part"), str)
-                 and _PART_RE.fullmatch(p["part"]) is not None
-                 and isinstance(p.get("note"), str),
-                 "each of 'extra.strip.parts' must be {part: path, note: text}")
-    digest = plan.get("sha256")
-    _require(isinstance(digest, str) and _SHA256_RE.fullmatch(digest) is not None,
-             "'extra.strip.sha256' must be 64 lower-case hex digits")
-
-
-def worst_action(actions: list[str]) -> str:
-    """The verdict action for a set of findings: the most severe one, or clean."""
-    return max(actions, key=SEVERITY.__getitem__, default="clean")
+def worst_verdict(verdicts: list[str]) -> str:
+    """The verdict for a set of findings: the most severe one, or clean."""
+    return max(verdicts, key=SEVERITY.__getitem__, default="clean")

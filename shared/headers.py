@@ -12,14 +12,16 @@ regard to case. Any other line in the head belongs to no field.
     header_value(msg, "subject")    -> b"Hello" | None
     header_text(msg, "Subject")     -> "Hello" ("" if absent; UTF-8, bad bytes replaced)
     has_header(msg, "X-Holdscan-Status") -> bool
+    line_names([b"Subject: a", b" b", b"To: c"]) -> b"subject", b"subject", b"to"
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-__all__ = ["header_fields", "header_values", "header_value", "header_text", "has_header"]
+__all__ = ["header_fields", "header_values", "header_value", "header_text", "has_header",
+           "line_names"]
 
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _BLANKS = b" \t"
@@ -38,6 +40,24 @@ def _lines(message: bytes) -> Iterator[bytes]:
         pos = stop + 1
 
 
+def _field_start(line: bytes) -> tuple[bytes | None, bytes]:
+    """A line that is not a continuation: (lower-case name, rest after the colon), or
+    (None, b"") when it is not a field line."""
+    m = _FIELD.match(line)
+    return (m.group(1).lower(), line[m.end():]) if m else (None, b"")
+
+
+def line_names(lines: Iterable[bytes]) -> Iterator[bytes | None]:
+    """For head lines given one by one (without line ends, as in a queue file's
+    records): the lower-case name of the field each belongs to, continuations
+    included; None for a line that belongs to no field."""
+    name: bytes | None = None
+    for line in lines:
+        if line[:1] not in (b" ", b"\t"):
+            name = _field_start(line)[0]
+        yield name
+
+
 def header_fields(message: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(lower-case name, unfolded value) of every field in the head, in order."""
     name: bytes | None = None
@@ -49,8 +69,7 @@ def header_fields(message: bytes) -> Iterator[tuple[bytes, bytes]]:
             continue
         if name is not None:
             yield name, value.strip(_BLANKS)
-        m = _FIELD.match(line)
-        name, value = (m.group(1).lower(), line[m.end():]) if m else (None, b"")
+        name, value = _field_start(line)
     if name is not None:
         yield name, value.strip(_BLANKS)
 

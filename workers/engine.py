@@ -6,7 +6,7 @@ is a bug in that scanner, not a reason to lose the worker: its exception
 becomes an `error` finding, and an error verdict leaves the message in hold
 to be scanned again.
 
-Deterministic: the same bytes and scanners give the same action, findings and
+Deterministic: the same bytes and scanners give the same verdict, findings and
 header edits (only scan_times and worker differ), so a redelivered task that
 runs twice cannot produce two different verdicts. The exception is a spam
 daemon, which may score the same message differently twice (its network
@@ -14,11 +14,12 @@ tests, its learning); the dispatcher applies the first verdict it gets and
 drops a late duplicate, so the message is still handled once.
 
 A scanner may return more than findings (a ScanResult): its `extra` goes into
-Verdict.extra, its `headers` become header edits under the configured prefix.
+Verdict.extra (for people), its `spam_high` into Verdict.spam_high (for the
+policy), its `headers` become header edits under the configured prefix.
 
 Infected or blocked mail whose findings all name MIME parts is scanned once
-more without those parts; if that is clean, Verdict.extra["strip"] tells a
-`strip` policy which parts it may remove (workers/strip.py).
+more without those parts; if that is clean, Verdict.strip tells a `strip`
+policy which parts it may remove (workers/strip.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.config import HeadersConfig
-from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_action
+from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_verdict
 from shared.headers import has_header
 from workers import strip
 from workers.message import ParsedMessage
@@ -62,6 +63,7 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     times["parse"] = time.perf_counter() - started
 
     extra: dict[str, Any] = {}
+    spam_high = False
     scanner_headers: dict[str, str] = {}
     for scanner in scanners:
         t = time.perf_counter()
@@ -77,36 +79,37 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         times[scanner.name] = time.perf_counter() - t
         findings.extend(result.findings)
         extra.update(result.extra)
+        spam_high = spam_high or result.spam_high
         scanner_headers.update(result.headers)
 
-    action = worst_action([f.action for f in findings])
+    verdict = worst_verdict([f.verdict for f in findings])
     for problem in msg.problems:
         log.info("%s: MIME: %s", request.queue_id, problem)
-    log.info("%s: %s %s", request.queue_id, action,
-             "; ".join(f"{f.scanner}: {f.detail}" for f in findings if f.action != "clean"))
-    if plan_strip and action in strip.STRIPPABLE:
+    log.info("%s: %s %s", request.queue_id, verdict,
+             "; ".join(f"{f.scanner}: {f.detail}" for f in findings if f.verdict != "clean"))
+    strip_plan = None
+    if plan_strip and verdict in strip.STRIPPABLE:
         # May a `strip` policy remove the bad parts? Only if the rest scans clean.
         t = time.perf_counter()
-        plan = strip.plan(raw, action, findings, lambda data: scan_message(
-            data, request, scanners, headers, worker_name, plan_strip=False).action)
+        strip_plan = strip.plan(raw, verdict, findings, lambda data: scan_message(
+            data, request, scanners, headers, worker_name, plan_strip=False).verdict)
         times["strip"] = time.perf_counter() - t
-        if plan:
-            extra["strip"] = plan
     error_kind = ""
-    if action == "error":
+    if verdict == "error":
         error_kind = "message" if faults else "unavailable"
-    return Verdict(queue_id=request.queue_id, attempt=request.attempt, action=action,
+    return Verdict(queue_id=request.queue_id, attempt=request.attempt, verdict=verdict,
                    findings=findings,
-                   header_edits=header_edits(action, findings, headers, raw, scanner_headers),
+                   header_edits=header_edits(verdict, findings, headers, raw, scanner_headers),
                    scan_times=times, worker=worker_name, extra=extra,
                    inode=request.inode, sha256=hashlib.sha256(raw).hexdigest(),
-                   error_kind=error_kind)
+                   error_kind=error_kind, strip=strip_plan,
+                   spam_high=spam_high and verdict == "spam")
 
 
-def status_text(action: str, findings: list[Finding]) -> str:
+def status_text(verdict: str, findings: list[Finding]) -> str:
     """`clean`, `infected (Eicar-Signature)`, `blocked (denied extension .exe: "a.exe")`."""
-    details = list(dict.fromkeys(f.detail for f in findings if f.action == action and f.detail))
-    text = _printable_ascii(f"{action} ({', '.join(details)})" if details else action)
+    details = list(dict.fromkeys(f.detail for f in findings if f.verdict == verdict and f.detail))
+    text = _printable_ascii(f"{verdict} ({', '.join(details)})" if details else verdict)
     if len(text) > _MAX_STATUS:
         text = text[:_MAX_STATUS - 4] + "...)"
     return text
@@ -119,7 +122,7 @@ def _printable_ascii(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
-def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
+def header_edits(verdict: str, findings: list[Finding], headers: HeadersConfig,
                  raw: bytes = b"", scanner_headers: dict[str, str] | None = None
                  ) -> list[HeaderEdit]:
     edits = []
@@ -128,16 +131,16 @@ def header_edits(action: str, findings: list[Finding], headers: HeadersConfig,
     # safest move there is; it gets a status header only when asked for, or when the
     # sender forged one that must not survive.
     wanted = headers.add_status_header and (
-        action != "clean" or headers.status_header_on_clean or has_header(raw, name))
+        verdict != "clean" or headers.status_header_on_clean or has_header(raw, name))
     if wanted:
         # "replace": a status header the sender forged is removed, not trusted.
         edits.append(HeaderEdit("replace", name,
-                                status_text(action, findings)))
+                                status_text(verdict, findings)))
     # "replace" here too: a score the sender wrote must not reach a filter that trusts it.
     for suffix, value in (scanner_headers or {}).items():
         edits.append(HeaderEdit("replace", f"{headers.prefix}-{suffix}",
                                 _printable_ascii(value)[:_MAX_STATUS]))
-    tag = headers.subject_tags.get(action)
+    tag = headers.subject_tags.get(verdict)
     if tag:
         edits.append(HeaderEdit("subject_tag", "Subject", tag))
     return edits

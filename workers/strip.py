@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import mimeparts
-from shared.contract import Finding
+from shared.contract import Finding, StripPart, StripPlan
 
 log = logging.getLogger("holdscan.strip")
 
-# Verdict actions a strip can answer: both are about particular parts.
+# The verdicts a strip can answer: both are about particular parts.
 STRIPPABLE = ("infected", "blocked")
 
 _cache: dict[str, Any] = {"raw": None, "leaves": []}
@@ -61,18 +61,18 @@ def pinned(finding: Finding, paths: list[str]) -> list[Finding]:
     """One finding per part it is about, or the finding as it is if no part is known."""
     if not paths:
         return [finding]
-    return [Finding(finding.scanner, finding.action, finding.detail, p) for p in paths]
+    return [Finding(finding.scanner, finding.verdict, finding.detail, p) for p in paths]
 
 
-def plan(raw: bytes, action: str, findings: list[Finding],
-         rescan: Callable[[bytes], str]) -> dict[str, Any] | None:
-    """The strip plan for the verdict's extra, or None when stripping is not safe.
+def plan(raw: bytes, verdict: str, findings: list[Finding],
+         rescan: Callable[[bytes], str]) -> StripPlan | None:
+    """The strip plan for Verdict.strip, or None when stripping is not safe.
 
-    rescan(message) -> the verdict action for those bytes.
+    rescan(message) -> the verdict for those bytes.
     """
-    if action not in STRIPPABLE:
+    if verdict not in STRIPPABLE:
         return None
-    bad = [f for f in findings if f.action != "clean"]
+    bad = [f for f in findings if f.verdict != "clean"]
     if not bad or any(not f.part for f in bad):
         return None
     try:
@@ -100,5 +100,5 @@ def plan(raw: bytes, action: str, findings: list[Finding],
     if after != "clean":
         log.info("stripped message is still %s; no strip plan", after)
         return None
-    return {"parts": [{"part": p, "note": n} for p, n in notes.items()],
-            "sha256": mimeparts.sha256(stripped)}
+    return StripPlan(parts=tuple(StripPart(p, n) for p, n in notes.items()),
+                     sha256=mimeparts.sha256(stripped))

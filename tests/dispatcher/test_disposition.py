@@ -3,9 +3,9 @@ service, spool or broker running. New queue files are parsed back to check them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tomllib
-from typing import Any
 
 import pytest
 
@@ -15,7 +15,7 @@ from dispatcher.policy import Group, Policy
 from dispatcher.queuefile import QueueFile, Record
 from shared import mimeparts
 from shared.config import HeadersConfig
-from shared.contract import Finding, HeaderEdit, Verdict
+from shared.contract import Finding, HeaderEdit, StripPart, StripPlan, Verdict
 
 NOW = 1_700_000_123.5
 QID = "4ABCD1234"
@@ -49,10 +49,10 @@ def policy(text: str = "", on_max_attempts: str = "quarantine") -> Policy:
     return Policy.from_table(tomllib.loads(text).get("policy", {}), on_max_attempts)
 
 
-def verdict(action: str, *findings: Finding, edits: tuple[HeaderEdit, ...] = (),
-            **extra: Any) -> Verdict:
-    return Verdict(queue_id=QID, attempt=1, action=action, findings=list(findings),
-                   header_edits=list(edits), extra=dict(extra), sha256="0" * 64)
+def verdict(found: str, *findings: Finding, edits: tuple[HeaderEdit, ...] = (),
+            strip: StripPlan | None = None, spam_high: bool = False) -> Verdict:
+    return Verdict(queue_id=QID, attempt=1, verdict=found, findings=list(findings),
+                   header_edits=list(edits), sha256="0" * 64, strip=strip, spam_high=spam_high)
 
 
 def status(text: str) -> HeaderEdit:
@@ -76,21 +76,22 @@ def header(data: bytes, name: bytes) -> list[bytes]:
 
 INFECTED = Finding("clamav", "infected", "Eicar-Signature")
 BLOCKED = Finding("filerules", "blocked", "x.exe: executable", part="2")
+SPAM = Finding("spamassassin", "spam", "high score 31.0 >= 15.0")
 
 
 def test_clean_without_edits_is_released() -> None:
     d = plan(queue_file(), verdict("clean"))
-    assert (d.kind, d.action, d.outcome) == ("release", "clean", "released")
+    assert (d.kind, d.verdict, d.outcome) == ("release", "clean", "released")
     assert d.files == () and d.quarantine is None and d.notices == () and d.notes == ()
     assert d.story.level == logging.INFO
-    assert (d.story.message, d.story.fields) == ("released", {"queue_id": QID, "action": "clean"})
+    assert (d.story.message, d.story.fields) == ("released", {"queue_id": QID, "verdict": "clean"})
     assert d.story_with([]) == d.story
 
 
 def test_clean_with_edits_is_rewritten_with_them() -> None:
     qf = queue_file()
     d = plan(qf, verdict("clean", edits=(status("clean"),)))
-    assert (d.kind, d.action, d.outcome) == ("rewrite", "clean", "rewritten")
+    assert (d.kind, d.verdict, d.outcome) == ("rewrite", "clean", "rewritten")
     [data] = d.files
     assert header(data, b"X-Holdscan-Status:") == [b"X-Holdscan-Status: clean"]
     assert rcpts(data) == ["a@example.com", "b@example.org"]
@@ -98,7 +99,7 @@ def test_clean_with_edits_is_rewritten_with_them() -> None:
     assert d.quarantine is None and d.notices == ()
     assert d.story.message == "delivered with headers"
     assert d.story_with(["NEW1"]).fields == {
-        "queue_id": QID, "action": "clean", "reasons": "", "new_queue_id": "NEW1",
+        "queue_id": QID, "verdict": "clean", "reasons": "", "new_queue_id": "NEW1",
         "quarantine_id": "", "policy": "deliver 2 (default)"}
 
 
@@ -127,7 +128,7 @@ def test_subject_tag_from_the_verdict_then_the_configuration() -> None:
 def test_infected_is_quarantined_with_its_metadata() -> None:
     v = verdict("infected", INFECTED, edits=(status("infected"),))
     d = plan(queue_file(), v)
-    assert (d.kind, d.action, d.outcome) == ("quarantine", "infected", "quarantined")
+    assert (d.kind, d.verdict, d.outcome) == ("quarantine", "infected", "quarantined")
     assert d.files == ()
     assert d.quarantine == {
         "time": NOW, "sender": "sender@example.test",
@@ -144,7 +145,7 @@ def test_infected_is_quarantined_with_its_metadata() -> None:
         "message_id": "<m1@example.test>"}
     assert d.story.message == "quarantined"
     assert d.story_with([]).fields == {
-        "queue_id": QID, "action": "infected", "reasons": "clamav: Eicar-Signature",
+        "queue_id": QID, "verdict": "infected", "reasons": "clamav: Eicar-Signature",
         "new_queue_id": "", "quarantine_id": f"{QID}-1700000000",
         "policy": "quarantine 2 (default)"}
 
@@ -175,7 +176,7 @@ spam = "deliver"
 def test_per_recipient_policies_split_the_message() -> None:
     v = verdict("infected", INFECTED, edits=(status("infected"),))
     d = plan(queue_file(), v, policy(RULES))
-    assert (d.kind, d.action, d.outcome) == ("split", "infected", "split")
+    assert (d.kind, d.verdict, d.outcome) == ("split", "infected", "split")
     assert [(g.action, g.recipients, g.sources) for g in d.groups] == [
         ("quarantine", ["a@example.com"], ["default"]),
         ("deliver-tagged", ["b@example.org"], ["rule #1"])]
@@ -190,6 +191,19 @@ def test_per_recipient_policies_split_the_message() -> None:
     assert d.story_with(["N1"]).fields["policy"] == \
         "quarantine 1 (default); deliver-tagged 1 (rule #1)"
     assert d.story_with(["N1"]).fields["new_queue_id"] == "N1"
+
+
+def test_high_scoring_spam_is_decided_by_the_spam_high_setting() -> None:
+    # The policy reads the typed Verdict.spam_high, not a key of Verdict.extra (which is
+    # for people: a score there changes nothing).
+    strict = policy('[policy]\nspam = "deliver-tagged"\nspam_high = "quarantine"\n')
+    high = plan(queue_file(), verdict("spam", SPAM, spam_high=True), strict)
+    assert (high.kind, high.outcome) == ("quarantine", "quarantined")
+    assert high.notices[0].fields["verdict"] == "spam_high"
+    low = verdict("spam", SPAM)
+    low = dataclasses.replace(low, extra={"spam_high": True, "spam_score": 99.0})
+    assert (plan(queue_file(), low, strict).kind,
+            plan(queue_file(), low, strict).outcome) == ("rewrite", "rewritten")
 
 
 def test_a_split_between_delivered_groups_has_a_file_for_each() -> None:
@@ -222,10 +236,9 @@ blocked = "strip"
 NOTE = "x.exe: executable"
 
 
-def strip_plan(message: bytes, digest: str | None = None) -> dict[str, object]:
+def strip_plan(message: bytes, digest: str | None = None) -> StripPlan:
     stripped = mimeparts.strip(message, {"2": NOTE})
-    return {"parts": [{"part": "2", "note": NOTE}],
-            "sha256": digest or mimeparts.sha256(stripped)}
+    return StripPlan((StripPart("2", NOTE),), digest or mimeparts.sha256(stripped))
 
 
 def test_strip_with_the_plan_the_worker_scanned_delivers_the_stripped_message() -> None:
@@ -250,14 +263,14 @@ def test_strip_with_the_plan_the_worker_scanned_delivers_the_stripped_message() 
 @pytest.mark.parametrize(("strip", "why"), [
     (None, "the scanners could not name removable parts that leave the rest clean"),
     ("wrong digest", "the stripped message is not the one the worker scanned"),
-    ({"parts": [{"part": "9", "note": NOTE}], "sha256": "0" * 64}, "no MIME part 9"),
+    (StripPlan((StripPart("9", NOTE),), "0" * 64), "no MIME part 9"),
 ])
 def test_strip_without_a_valid_plan_quarantines_instead(strip: object, why: str) -> None:
     qf = queue_file(lines=MIXED)
-    extra: dict[str, Any] = {} if strip is None else {
-        "strip": strip_plan(qf.message_bytes(b"\r\n"), "1" * 64) if strip == "wrong digest"
-        else strip}
-    d = plan(qf, verdict("blocked", BLOCKED, **extra), policy(STRIP_ORG))
+    the_plan = strip_plan(qf.message_bytes(b"\r\n"), "1" * 64) if strip == "wrong digest" \
+        else strip
+    assert the_plan is None or isinstance(the_plan, StripPlan)
+    d = plan(qf, verdict("blocked", BLOCKED, strip=the_plan), policy(STRIP_ORG))
     # b (strip -> quarantine) joins a (quarantine by default): one group, stored once.
     assert (d.kind, d.outcome, d.files) == ("quarantine", "quarantined", ())
     assert [(g.action, g.recipients, g.sources) for g in d.groups] == [
@@ -293,7 +306,7 @@ def gave_up(headers: HeadersConfig = HEADERS) -> Verdict:
 
 def test_policy_hold_leaves_the_message_in_hold() -> None:
     d = plan(queue_file(), gave_up(), policy(on_max_attempts="hold"), gave_up=True)
-    assert (d.kind, d.action, d.outcome) == ("leave", "gave_up", "held")
+    assert (d.kind, d.verdict, d.outcome) == ("leave", "gave_up", "held")
     assert d.files == () and d.quarantine is None and d.notices == ()
     assert (d.story.level, d.story.message, d.story.fields) == (
         logging.WARNING, "left in hold for a human",
@@ -302,17 +315,17 @@ def test_policy_hold_leaves_the_message_in_hold() -> None:
 
 def test_given_up_is_quarantined_as_gave_up_without_a_verdict() -> None:
     d = plan(queue_file(), gave_up(), gave_up=True)
-    assert (d.kind, d.action, d.outcome) == ("quarantine", "gave_up", "quarantined")
+    assert (d.kind, d.verdict, d.outcome) == ("quarantine", "gave_up", "quarantined")
     assert d.quarantine is not None
     assert (d.quarantine["verdict"], d.quarantine["action"], d.quarantine["reason"]) == \
         (None, "gave_up", "dispatcher: no verdict after 5 attempts")
-    assert d.story.fields["action"] == "gave_up"
+    assert d.story.fields["verdict"] == "gave_up"
     assert d.notices[0].fields["verdict"] == "error"
 
 
 def test_given_up_and_delivered_carries_the_unscanned_status() -> None:
     d = plan(queue_file(), gave_up(), policy('[policy]\nerror = "deliver"\n'), gave_up=True)
-    assert (d.kind, d.action, d.outcome) == ("rewrite", "gave_up", "rewritten")
+    assert (d.kind, d.verdict, d.outcome) == ("rewrite", "gave_up", "rewritten")
     assert header(d.files[0], b"X-Holdscan-Status:") == \
         [b"X-Holdscan-Status: unscanned (no verdict after 5 attempts)"]
 
@@ -323,7 +336,7 @@ def test_given_up_and_released_counts_the_verdicts_action() -> None:
     headers = HeadersConfig(add_status_header=False)
     d = plan(queue_file(), gave_up(headers=headers), policy('[policy]\nerror = "deliver"\n'),
              gave_up=True, headers=headers)
-    assert (d.kind, d.action, d.outcome) == ("release", "error", "released")
+    assert (d.kind, d.verdict, d.outcome) == ("release", "error", "released")
 
 
 def test_no_recipients_left_is_a_release() -> None:

@@ -97,12 +97,12 @@ def send(tracker: Tracker, size: int = 20) -> list[list[str]]:
 
 
 def error(queue_id: str, kind: str, detail: str = "boom", attempt: int = 1) -> Verdict:
-    return Verdict(queue_id=queue_id, attempt=attempt, action="error",
+    return Verdict(queue_id=queue_id, attempt=attempt, verdict="error",
                    findings=[Finding("clamav", "error", detail)], error_kind=kind)
 
 
 def clean(queue_id: str) -> Verdict:
-    return Verdict(queue_id=queue_id, attempt=1, action="clean")
+    return Verdict(queue_id=queue_id, attempt=1, verdict="clean")
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_started_more_often_than_allowed_is_given_up(tracker, claim, clock) -> N
     assert give_up.inf is inf
     v = give_up.verdict
     reason = "no verdict after 3 attempts (a message that kills scanners?)"
-    assert (v.queue_id, v.attempt, v.action, v.error_kind) == ("Q1", 3, "error", "message")
+    assert (v.queue_id, v.attempt, v.verdict, v.error_kind) == ("Q1", 3, "error", "message")
     assert v.reasons == [f"dispatcher: {reason}"]
     assert v.header_edits == [HeaderEdit("replace", "X-Holdscan-Status", f"unscanned ({reason})")]
 
@@ -233,10 +233,10 @@ def test_a_verdict_for_other_bytes_is_refused_and_the_message_sent_again(tracker
     [inf] = add(tracker, claim, "Q1")
     assert tracker.match(clean("Q1")) == (None, None)              # not handed over yet
     send(tracker)
-    good = Verdict(queue_id="Q1", attempt=1, action="clean", inode=inf.claim.inode,
+    good = Verdict(queue_id="Q1", attempt=1, verdict="clean", inode=inf.claim.inode,
                    sha256="sha-Q1", worker="w1")
     assert tracker.match(good) == (inf, None)
-    stale = Verdict(queue_id="Q1", attempt=1, action="clean", inode=inf.claim.inode,
+    stale = Verdict(queue_id="Q1", attempt=1, verdict="clean", inode=inf.claim.inode,
                     sha256="f" * 64, worker="w1")
     got, line = tracker.match(stale)
     assert got is None and line is not None
@@ -342,14 +342,14 @@ def test_status(tracker, claim) -> None:
 def test_scanning_state_of_a_verdict() -> None:
     assert scanning_state(clean("Q1")) == "up"
     assert scanning_state(error("Q1", "scanner", "clamd down")) == "down: clamav: clamd down"
-    assert scanning_state(Verdict(queue_id="Q1", attempt=1, action="error",
+    assert scanning_state(Verdict(queue_id="Q1", attempt=1, verdict="error",
                                   error_kind="scanner")) == "down: error"
     assert scanning_state(error("Q1", "message")) == ""
 
 
 def test_the_given_up_verdict_and_the_configured_status_header(attempts) -> None:
     v = gave_up_verdict("Q1", 2, "why", "")
-    assert (v.action, v.error_kind, v.header_edits) == ("error", "message", [])
+    assert (v.verdict, v.error_kind, v.header_edits) == ("error", "message", [])
     cfg = Config()
     cfg.headers.prefix = "X-Scan"
     t = Tracker.from_config(attempts, cfg)

@@ -79,10 +79,10 @@ def _bytes_of(path: Path) -> tuple[int, str]:
     return path.stat().st_ino, hashlib.sha256(qf.message_bytes(b"\r\n")).hexdigest()
 
 
-def _verdict(qid: str, inode: int, sha: str, action: str, error_kind: str = "",
+def _verdict(qid: str, inode: int, sha: str, found: str, error_kind: str = "",
              detail: str = "") -> dict:
-    return {"v": CONTRACT_VERSION, "queue_id": qid, "attempt": 1, "action": action,
-            "findings": [{"scanner": "clamav", "action": action, "detail": detail or action}],
+    return {"v": CONTRACT_VERSION, "queue_id": qid, "attempt": 1, "verdict": found,
+            "findings": [{"scanner": "clamav", "verdict": found, "detail": detail or found}],
             "header_edits": [], "scan_times": {}, "worker": "peer@test", "extra": {},
             "inode": inode, "sha256": sha, "error_kind": error_kind}
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.headers import has_header, header_fields, header_text, header_value, header_values
+from shared.headers import (
+    has_header,
+    header_fields,
+    header_text,
+    header_value,
+    header_values,
+    line_names,
+)
 
 MSG = (b"Received: from a\r\n\tby b\r\n"
        b"Subject: Hello\r\n"
@@ -59,3 +66,15 @@ def test_text_is_utf8_with_replacement() -> None:
     assert header_text(msg, "X-Bad") == "\ufffd"
     assert header_text(msg, "Missing") == "" and header_text(msg, "Missing", "?") == "?"
     assert header_text(msg, "subject:") == "Grüße"         # a trailing colon is forgiven
+
+
+def test_line_names_name_each_queue_file_header_line_as_the_lookup_does() -> None:
+    # The dispatcher's header edits work on a queue file's records, one line each: the
+    # same rules as header_fields decide which field a line belongs to.
+    lines = [b"Subject : one", b"\ttwo", b"To: a@example.org", b"not a field", b" cont",
+             b"X-Holdscan-Status: clean"]
+    assert list(line_names(lines)) == [b"subject", b"subject", b"to", None, None,
+                                       b"x-holdscan-status"]
+    message = b"\r\n".join(lines) + b"\r\n\r\nbody"
+    assert [name for name, _ in header_fields(message)] == \
+        [n for n, ln in zip(line_names(lines), lines, strict=True) if n and ln[:1] not in b" \t"]

@@ -37,7 +37,7 @@ def scan(payload: bytes, name: str = "a.zip", **options: Any) -> list[Finding]:
 
 
 def actions(found: list[Finding]) -> list[tuple[str, str]]:
-    return [(f.action, f.detail) for f in found]
+    return [(f.verdict, f.detail) for f in found]
 
 
 def bounded(payload: bytes, name: str = "bomb.zip", **options: Any
@@ -85,7 +85,7 @@ def test_gzip_inner_name_and_content() -> None:
 
 def test_zip_appended_to_another_file_is_still_listed() -> None:
     found = scan(b"\xff\xd8\xff\xe0 a jpeg " + zip_bytes({"x.exe": b"x"}), "photo.jpg")
-    assert [f.action for f in found] == ["blocked"]
+    assert [f.verdict for f in found] == ["blocked"]
 
 
 def test_binary_file_that_merely_contains_a_zip_signature_is_not_an_archive() -> None:
@@ -137,7 +137,7 @@ def test_encrypted_members_still_have_their_names_checked() -> None:
 def test_nested_bomb_is_stopped_quickly_in_little_memory() -> None:
     bomb = nested_bomb(layers=3, copies=10, bottom=20 << 20)   # 20 GB if unpacked
     found, seconds, peak = bounded(bomb)
-    assert [f.action for f in found] == ["unscannable"]
+    assert [f.verdict for f in found] == ["unscannable"]
     assert "compression ratio above 200:1" in found[0].detail
     assert seconds < 2.0
     assert peak < 16 << 20, f"peak Python memory {peak} bytes"
@@ -145,7 +145,7 @@ def test_nested_bomb_is_stopped_quickly_in_little_memory() -> None:
 
 def test_nested_bomb_outcome_is_configurable() -> None:
     found = scan(nested_bomb(layers=2, copies=4, bottom=4 << 20), on_limits="blocked")
-    assert [f.action for f in found] == ["blocked"]
+    assert [f.verdict for f in found] == ["blocked"]
 
 
 def test_overlapping_entries_bomb_is_stopped() -> None:
@@ -159,7 +159,7 @@ def test_gzip_bomb_is_stopped_by_its_ratio_while_inflating() -> None:
     # gzip has no trustworthy size field: the ratio is watched as it inflates.
     compressed = zeros_gzip(128 << 20)      # 128 MiB of zeros in about 130 KB
     found, seconds, peak = bounded(compressed, "data.bin.gz")
-    assert [f.action for f in found] == ["unscannable"]
+    assert [f.verdict for f in found] == ["unscannable"]
     assert "compression ratio" in found[0].detail
     assert seconds < 2.0
     assert peak < 16 << 20
@@ -184,7 +184,7 @@ def test_total_expansion_limit() -> None:
 def test_damaged_zip_is_unscannable() -> None:
     data = zip_bytes({"a.txt": b"hello " * 1000})
     found = scan(data[:40] + b"\0" * 60 + data[100:])
-    assert [f.action for f in found] == ["unscannable"]
+    assert [f.verdict for f in found] == ["unscannable"]
     assert "damaged" in found[0].detail
 
 

@@ -28,8 +28,8 @@ def clamav(addresses: list[str], **options: object) -> ClamavScanner:
 @pytest.mark.parametrize("how", list(eicar_variants()))
 def test_eicar_is_infected_with_its_signature_name(scan: Scan, how: str) -> None:
     verdict = scan(eicar_variants()[how])
-    assert verdict.action == "infected"
-    assert [f.detail for f in verdict.findings if f.action == "infected"] == [DETECTED_AS]
+    assert verdict.verdict == "infected"
+    assert [f.detail for f in verdict.findings if f.verdict == "infected"] == [DETECTED_AS]
     assert verdict.header_edits[0].value == f"infected ({DETECTED_AS})"
 
 
@@ -37,7 +37,7 @@ def test_eicar_is_infected_with_its_signature_name(scan: Scan, how: str) -> None
 def test_each_socket_kind_finds_eicar(clamd: ClamdServer, which: int) -> None:
     scanner = clamav([clamd.addresses[which]])
     msg = ParsedMessage.from_bytes(simple(EICAR))
-    assert [(f.action, f.detail) for f in scanner.scan(msg)] == [("infected", DETECTED_AS)]
+    assert [(f.verdict, f.detail) for f in scanner.scan(msg)] == [("infected", DETECTED_AS)]
     assert scanner.scan(ParsedMessage.from_bytes(simple(b"hello\r\n"))) == []
 
 
@@ -95,7 +95,7 @@ def test_message_larger_than_stream_max_length_is_unscannable(clamd: ClamdServer
         scanner = clamav(clamd.addresses, reuse_connections=reuse)
         for _ in range(2):    # and the session survives it (clamd ends the old one)
             found = scanner.scan(ParsedMessage.from_bytes(raw))
-            assert [(f.action, f.detail) for f in found] == [("unscannable", TOO_LARGE)]
+            assert [(f.verdict, f.detail) for f in found] == [("unscannable", TOO_LARGE)]
         assert scanner.scan(ParsedMessage.from_bytes(simple(EICAR)))[0].detail == DETECTED_AS
 
 
@@ -104,13 +104,13 @@ def test_failover_skips_dead_addresses(clamd: ClamdServer, tmp_path: os.PathLike
     scanner = clamav(dead + clamd.addresses, connect_timeout=1.0)
     for _ in range(6):      # every starting point of the round robin
         found = scanner.scan(ParsedMessage.from_bytes(simple(EICAR)))
-        assert [(f.action, f.detail) for f in found] == [("infected", DETECTED_AS)]
+        assert [(f.verdict, f.detail) for f in found] == [("infected", DETECTED_AS)]
 
 
 def test_all_addresses_down_is_an_error(tmp_path: os.PathLike[str]) -> None:
     scanner = clamav([f"unix:{tmp_path}/nothing.sock", "tcp:127.0.0.1:1"], connect_timeout=1.0)
     found = scanner.scan(ParsedMessage.from_bytes(simple(b"hello\r\n")))
-    assert [f.action for f in found] == ["error"]
+    assert [f.verdict for f in found] == ["error"]
     assert "clamd unavailable" in found[0].detail
 
 
@@ -128,16 +128,16 @@ def test_clamd_down_is_error_and_scanning_resumes_when_it_is_back(
     scanners = build_scanners(make_config(own_clamd.addresses,
                                           clamav={"reuse_connections": reuse}))
     clean = simple(b"hello\r\n")
-    assert scan(clean, scanners).action == "clean"     # opens a session when reuse is on
+    assert scan(clean, scanners).verdict == "clean"     # opens a session when reuse is on
 
     own_clamd.stop()
     down = scan(clean, scanners)
-    assert down.action == "error"
-    assert any(f.scanner == "clamav" and f.action == "error" for f in down.findings)
+    assert down.verdict == "error"
+    assert any(f.scanner == "clamav" and f.verdict == "error" for f in down.findings)
 
     own_clamd.start()
-    assert scan(clean, scanners).action == "clean"
-    assert scan(simple(EICAR), scanners).action == "infected"
+    assert scan(clean, scanners).verdict == "clean"
+    assert scan(simple(EICAR), scanners).verdict == "infected"
 
 
 def test_stale_session_after_a_restart_costs_no_verdict(own_clamd: ClamdServer) -> None:
@@ -156,7 +156,7 @@ def test_clamd_that_stops_answering_times_out_as_error(own_clamd: ClamdServer) -
     try:
         started = time.monotonic()
         found = scanner.scan(ParsedMessage.from_bytes(simple(b"hello\r\n")))
-        assert [f.action for f in found] == ["error"]
+        assert [f.verdict for f in found] == ["error"]
         assert time.monotonic() - started < 5
     finally:
         os.kill(own_clamd.proc.pid, signal.SIGCONT)

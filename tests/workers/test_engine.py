@@ -59,8 +59,8 @@ def comparable(v: Verdict) -> dict[str, Any]:
 ], ids=["double extension", "PE named .pdf", "exe in zip", "RTL override"])
 def test_blocked_with_the_rule_that_matched(scan: Scan, raw: bytes, rule: str) -> None:
     verdict = scan(raw)
-    assert verdict.action == "blocked"
-    assert rule in [f.detail for f in verdict.findings if f.action == "blocked"]
+    assert verdict.verdict == "blocked"
+    assert rule in [f.detail for f in verdict.findings if f.verdict == "blocked"]
     assert verdict.header_edits[0].value.startswith("blocked (")
 
 
@@ -87,14 +87,14 @@ def test_zip_bomb_gets_the_configured_outcome_quickly_in_bounded_memory(
     data = nested_bomb(3, 10, 20 << 20) if bomb == "nested" else overlapping_bomb()
     raw = multipart(part(data, "application/zip", "invoice.zip"))
     verdict, seconds, peak, rss_growth = _measured(scan, raw)
-    assert verdict.action == "unscannable"
+    assert verdict.verdict == "unscannable"
     assert [f.scanner for f in verdict.findings] == ["archives"]
     assert seconds < 5.0
     assert peak < 32 << 20, f"peak Python memory {peak} bytes"
     assert rss_growth < 64 << 10, f"max RSS grew by {rss_growth} KiB"
 
     blocking = build_scanners(make_config(clamd.addresses, archives={"on_limits": "blocked"}))
-    assert scan(raw, blocking).action == "blocked"
+    assert scan(raw, blocking).verdict == "blocked"
 
 
 @pytest.mark.parametrize("outcome", ["blocked", "unscannable", "clean"])
@@ -104,13 +104,13 @@ def test_encrypted_zip_gets_the_configured_outcome(scan: Scan, clamd: ClamdServe
     raw = multipart(part(encrypted_flag(zip_bytes({"payroll.xlsx": b"x" * 500})),
                          "application/zip", "payroll.zip"))
     verdict, seconds, _, _ = _measured(scan, raw, scanners)
-    assert verdict.action == outcome
+    assert verdict.verdict == outcome
     assert seconds < 2.0
 
 
 def test_message_over_stream_max_length_is_unscannable_with_reason(scan: Scan) -> None:
     verdict = scan(multipart(part(random.Random(3).randbytes(2_200_000), "image/jpeg", "a.jpg")))
-    assert verdict.action == "unscannable"
+    assert verdict.verdict == "unscannable"
     assert verdict.reasons == ["clamav: too large for clamd (StreamMaxLength)"]
 
 
@@ -142,12 +142,12 @@ def test_malformed_mime_gets_a_verdict_in_bounded_time(scan: Scan, name: str) ->
     started = time.perf_counter()
     verdict = scan(_malformed()[name])
     assert time.perf_counter() - started < 3.0
-    assert verdict.action in ("clean", "unscannable", "blocked")
+    assert verdict.verdict in ("clean", "unscannable", "blocked")
 
 
 def test_ten_thousand_parts_are_unscannable(scan: Scan) -> None:
     verdict = scan(_malformed()["10,000 parts"])
-    assert verdict.action == "unscannable"
+    assert verdict.verdict == "unscannable"
     assert verdict.reasons == ["mime: MIME structure undecidable: more than 1000 MIME parts"]
 
 
@@ -242,7 +242,7 @@ def _adversarial() -> dict[str, bytes]:
 @pytest.mark.parametrize("name", list(_adversarial()))
 def test_adversarial_mime_is_never_clean(scan: Scan, name: str) -> None:
     verdict = scan(_adversarial()[name])
-    assert verdict.action in ("infected", "blocked", "unscannable"), verdict.reasons
+    assert verdict.verdict in ("infected", "blocked", "unscannable"), verdict.reasons
 
 
 def test_eicar_hidden_by_mime_tricks_is_found_as_infected(scan: Scan) -> None:
@@ -250,7 +250,7 @@ def test_eicar_hidden_by_mime_tricks_is_found_as_infected(scan: Scan) -> None:
     for name in ("conflicting boundaries in two headers", "second boundary parameter",
                  "boundary prefix", "base64 padding mid-stream", "first header unknown to clamd"):
         verdict = scan(cases[name])
-        assert verdict.action == "infected", name
+        assert verdict.verdict == "infected", name
         assert DETECTED_AS in [f.detail for f in verdict.findings], name
 
 
@@ -374,7 +374,7 @@ def _clean_corpus() -> dict[str, bytes]:
 @pytest.mark.parametrize("name", list(_clean_corpus()))
 def test_clean_corpus_is_clean(scan: Scan, name: str) -> None:
     verdict = scan(_clean_corpus()[name])
-    assert verdict.action == "clean", verdict.reasons
+    assert verdict.verdict == "clean", verdict.reasons
     # Clean mail with nothing to change is released as it came: no edits, no rewrite.
     assert verdict.header_edits == []
 
@@ -401,11 +401,11 @@ def test_a_scanner_that_raises_gives_an_error_finding_and_the_others_still_run(
         scanners: list[Scanner]) -> None:
     verdict = scan_message(simple(EICAR), REQUEST, [Exploding({}), *scanners], HeadersConfig(),
                            "w1")
-    assert verdict.action == "error"
+    assert verdict.verdict == "error"
     assert ("exploding", "error", "scanner failed: KeyError: 'bug'") in \
-        [(f.scanner, f.action, f.detail) for f in verdict.findings]
+        [(f.scanner, f.verdict, f.detail) for f in verdict.findings]
     assert ("clamav", "infected", DETECTED_AS) in \
-        [(f.scanner, f.action, f.detail) for f in verdict.findings]
+        [(f.scanner, f.verdict, f.detail) for f in verdict.findings]
     assert set(verdict.scan_times) == {"parse", "exploding", *(s.name for s in scanners)}
 
 
@@ -415,8 +415,8 @@ def test_a_parser_failure_is_an_error_and_clamd_still_scans_the_raw_message(
         raise IndexError("parser bug")
     monkeypatch.setattr(ParsedMessage, "from_bytes", broken)
     verdict = scan_message(simple(EICAR), REQUEST, scanners, HeadersConfig(), "w1")
-    assert verdict.action == "error"
-    found = [(f.scanner, f.action, f.detail) for f in verdict.findings]
+    assert verdict.verdict == "error"
+    found = [(f.scanner, f.verdict, f.detail) for f in verdict.findings]
     assert ("parse", "error", "MIME parsing failed: IndexError: parser bug") in found
     assert ("clamav", "infected", DETECTED_AS) in found
 
@@ -434,7 +434,7 @@ def test_header_edits_replace_the_status_and_tag_the_subject(scanners: list[Scan
 
 def test_clean_status_header_only_when_asked_or_forged(scanners: list[Scanner]) -> None:
     plain = scan_message(simple(b"hi"), REQUEST, scanners, HeadersConfig(), "w1")
-    assert plain.action == "clean" and plain.header_edits == []
+    assert plain.verdict == "clean" and plain.header_edits == []
     loud = HeadersConfig(status_header_on_clean=True)
     assert [(e.op, e.value) for e in
             scan_message(simple(b"hi"), REQUEST, scanners, loud, "w1").header_edits] == [
@@ -476,4 +476,4 @@ def test_mime_limits_come_from_the_mime_scanner(clamd: ClamdServer) -> None:
     assert verdict.reasons == ["mime: MIME structure undecidable: more than 5 MIME parts"]
     lenient = build_scanners(make_config(clamd.addresses, mime={"on_undecidable": "clean"}))
     assert scan_message(_adversarial()["duplicate Content-Type"], REQUEST, lenient,
-                        HeadersConfig(), "w1").action == "blocked"
+                        HeadersConfig(), "w1").verdict == "blocked"

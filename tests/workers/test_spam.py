@@ -83,11 +83,11 @@ def edits(verdict: Verdict) -> list[tuple[str, str, str]]:
 def test_gtube_is_high_scoring_spam_with_score_symbols_and_headers(daemon: Daemon) -> None:
     verdict = verdict_of(spam_message(), spam_scanner(daemon))
     score, required = GTUBE_SCORE[kind(daemon)], THRESHOLD[kind(daemon)]
-    assert verdict.action == "spam"
-    assert [(f.scanner, f.action, f.detail) for f in verdict.findings] == [
+    assert verdict.verdict == "spam"
+    assert [(f.scanner, f.verdict, f.detail) for f in verdict.findings] == [
         ("spam", "spam", f"high score {score} >= 15.0")]
     assert verdict.extra["spam_score"] == score
-    assert verdict.extra["spam_high"] is True
+    assert verdict.spam_high is True
     assert verdict.extra["spam_required"] == float(required)
     assert "GTUBE" in verdict.extra["spam_symbols"]
     assert verdict.extra["spam_symbols"] == sorted(verdict.extra["spam_symbols"])
@@ -104,7 +104,7 @@ def test_spam_below_the_high_threshold_is_plain_spam(daemon: Daemon) -> None:
     scanner = spam_scanner(daemon, threshold=4.0, high_threshold=score + 1)
     verdict = verdict_of(spam_message(), scanner)
     assert verdict.reasons == [f"spam: score {score} >= 4.0"]
-    assert verdict.extra["spam_high"] is False
+    assert verdict.spam_high is False
     assert ("replace", "X-Holdscan-Spam-Status", f"Yes, score={score} required=4.0") \
         in edits(verdict)
 
@@ -113,20 +113,20 @@ def test_our_threshold_decides_not_the_daemons(daemon: Daemon) -> None:
     score = GTUBE_SCORE[kind(daemon)]
     scanner = spam_scanner(daemon, threshold=score + 1)
     verdict = verdict_of(spam_message(), scanner)
-    assert verdict.action == "clean"
+    assert verdict.verdict == "clean"
     assert [f.detail for f in verdict.findings] == [f"score {score} < {score + 1}"]
     assert verdict.extra["spam_score"] == score
 
 
 def test_plain_message_is_not_spam(daemon: Daemon) -> None:
     verdict = verdict_of(plain_message(), spam_scanner(daemon))
-    assert verdict.action == "clean", verdict.findings
+    assert verdict.verdict == "clean", verdict.findings
     score = verdict.extra["spam_score"]
     assert score < float(THRESHOLD[kind(daemon)])
-    assert verdict.extra["spam_high"] is False
+    assert verdict.spam_high is False
     assert "GTUBE" not in verdict.extra["spam_symbols"]
     (finding,) = verdict.findings
-    assert (finding.action, finding.detail.split()[0]) == ("clean", "score")
+    assert (finding.verdict, finding.detail.split()[0]) == ("clean", "score")
     # Scored mail gets the spam headers even when clean: filters downstream rely on them.
     status = dict((name, value) for _, name, value in edits(verdict))
     assert status["X-Holdscan-Spam-Status"].startswith("No, score=")
@@ -155,12 +155,12 @@ def test_envelope_reaches_rspamd(rspamd: RspamdServer) -> None:
 
 def test_spamd_over_its_unix_socket(spamd: SpamdServer) -> None:
     scanner = SpamScanner({"url": spamd.socket_url})
-    assert verdict_of(spam_message(), scanner).action == "spam"
+    assert verdict_of(spam_message(), scanner).verdict == "spam"
 
 
 def test_rspamd_by_http_url(rspamd: RspamdServer) -> None:
     scanner = SpamScanner({"url": rspamd.http_url})
-    assert verdict_of(spam_message(), scanner).action == "spam"
+    assert verdict_of(spam_message(), scanner).verdict == "spam"
 
 
 # --- size, errors ------------------------------------------------------------------------
@@ -169,25 +169,25 @@ def test_message_over_max_size_is_skipped_with_a_clean_finding(daemon: Daemon) -
     raw = spam_message() + b"x" * 70 + b"\r\n" * 100
     scanner = spam_scanner(daemon, max_size=len(raw) - 1)
     verdict = verdict_of(raw, scanner)
-    assert verdict.action == "clean"
-    assert [(f.action, f.detail) for f in verdict.findings] == [
+    assert verdict.verdict == "clean"
+    assert [(f.verdict, f.detail) for f in verdict.findings] == [
         ("clean", f"not scored: {len(raw)} bytes is over max_size {len(raw) - 1}")]
     assert verdict.extra == {} and verdict.header_edits == []
     # At the limit it is scored.
-    assert verdict_of(raw, spam_scanner(daemon, max_size=len(raw))).action == "spam"
+    assert verdict_of(raw, spam_scanner(daemon, max_size=len(raw))).verdict == "spam"
 
 
 def test_daemon_down_is_an_error_and_back_works_without_a_new_scanner(daemon: Daemon) -> None:
     retry_after = 0.2
     scanner = spam_scanner(daemon, retry_after=retry_after)
     skipping = spam_scanner(daemon, on_error="skip", retry_after=retry_after)
-    assert verdict_of(spam_message(), scanner).action == "spam"
+    assert verdict_of(spam_message(), scanner).verdict == "spam"
     daemon.stop()
     try:
         started = time.monotonic()
         verdict = verdict_of(spam_message(), scanner)
         assert time.monotonic() - started < 2.0, "a refused connection must not wait"
-        assert verdict.action == "error"
+        assert verdict.verdict == "error"
         (finding,) = verdict.findings
         assert finding.detail.startswith(f"{kind(daemon)} unavailable: ")
         assert "refused" in finding.detail, finding
@@ -195,13 +195,13 @@ def test_daemon_down_is_an_error_and_back_works_without_a_new_scanner(daemon: Da
         assert all("Spam" not in e.name for e in verdict.header_edits)
         # on_error = "skip": delivered unscored, and the reason is in the finding.
         skipped = verdict_of(spam_message(), skipping)
-        assert skipped.action == "clean"
+        assert skipped.verdict == "clean"
         assert skipped.findings[0].detail.startswith(f"not scored: {kind(daemon)} unavailable")
     finally:
         daemon.start()
     time.sleep(retry_after)
-    assert verdict_of(spam_message(), scanner).action == "spam"
-    assert verdict_of(spam_message(), skipping).action == "spam"
+    assert verdict_of(spam_message(), scanner).verdict == "spam"
+    assert verdict_of(spam_message(), skipping).verdict == "spam"
 
 
 @pytest.mark.parametrize("url", ["spamd://127.0.0.1:{port}", "rspamd://127.0.0.1:{port}"])
@@ -216,7 +216,7 @@ def test_a_daemon_that_never_answers_times_out_as_an_error(url: str) -> None:
         started = time.monotonic()
         verdict = verdict_of(spam_message(), scanner)
         elapsed = time.monotonic() - started
-    assert verdict.action == "error"
+    assert verdict.verdict == "error"
     assert verdict.findings[0].detail.endswith("timed out")
     assert 0.4 < elapsed < 1.5
 
@@ -238,7 +238,7 @@ def test_a_hung_daemon_is_not_asked_again_for_retry_after() -> None:
         third = verdict_of(spam_message(), scanner)
         assert time.monotonic() - started >= 0.3, "after retry_after it is asked again"
     assert first.findings[0].detail.endswith("timed out")
-    assert second.action == "error"
+    assert second.verdict == "error"
     assert second.findings[0].detail.endswith("timed out (not asked again for 0.6s)")
     assert third.findings[0].detail.endswith(": timed out")
 
@@ -251,7 +251,7 @@ def test_a_wrong_answer_is_an_error(spamd: SpamdServer, rspamd: RspamdServer) ->
              (f"http://127.0.0.1:{rspamd.port}/nothing", "answered HTTP 500")]
     for url, why in cases:
         verdict = verdict_of(spam_message(), SpamScanner({"url": url, "timeout": 5.0}))
-        assert verdict.action == "error", url
+        assert verdict.verdict == "error", url
         (finding,) = verdict.findings
         assert finding.detail.startswith("rspamd error: http://127.0.0.1:"), finding
         assert why in finding.detail, finding
@@ -261,7 +261,7 @@ def test_rspamd_also_answers_the_spamc_protocol(rspamd: RspamdServer) -> None:
     # rspamd speaks spamd's protocol too (for spamc users), so spamd:// at an
     # rspamd works: worth knowing when one URL is swapped for another.
     verdict = verdict_of(spam_message(), SpamScanner({"url": f"spamd://127.0.0.1:{rspamd.port}"}))
-    assert verdict.action == "spam"
+    assert verdict.verdict == "spam"
     assert verdict.extra["spam_score"] == GTUBE_SCORE["rspamd"]
 
 
@@ -270,11 +270,11 @@ def test_rspamd_also_answers_the_spamc_protocol(rspamd: RspamdServer) -> None:
 def test_spam_next_to_clamav_through_the_registry(daemon: Daemon, clamd: ClamdServer) -> None:
     scanners = build_scanners(make_config(clamd.addresses, spam={"url": daemon.url}))
     assert [s.name for s in scanners][-1] == "spam"
-    assert scan_message(spam_message(), REQUEST, scanners, HeadersConfig(), "w1").action == "spam"
+    assert scan_message(spam_message(), REQUEST, scanners, HeadersConfig(), "w1").verdict == "spam"
     # Worst wins: a virus in spam is infected, and the spam score still travels.
     both = simple(GTUBE + b"\r\n" + EICAR + b"\r\n")
     verdict = scan_message(both, REQUEST, scanners, HeadersConfig(), "w1")
-    assert verdict.action == "infected"
+    assert verdict.verdict == "infected"
     assert DETECTED_AS in verdict.reasons[0] or DETECTED_AS in " ".join(verdict.reasons)
     assert "GTUBE" in verdict.extra["spam_symbols"]
 
@@ -328,7 +328,7 @@ def test_usual_thresholds_per_daemon(url: str, kind_: str, threshold: float,
 def test_scan_without_envelope_is_the_same_check(daemon: Daemon) -> None:
     # scan() (no envelope) is what a caller outside the engine uses.
     result = spam_scanner(daemon).scan(ParsedMessage.from_bytes(spam_message()))
-    assert [f.action for f in result.findings] == ["spam"]
+    assert [f.verdict for f in result.findings] == ["spam"]
     assert result.headers["Spam-Score"] == str(GTUBE_SCORE[kind(daemon)])
 
 

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from shared.contract import Finding
 from workers.filetype import ARCHIVE_TYPES, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage
-from workers.scanners.base import Scanner, check_outcome, show_name
+from workers.scanners.base import Scanner, check_fallback, show_name
 from workers.scanners.filerules import RULE_DEFAULTS, FileRules
 from workers.strip import locate, pinned
 
@@ -83,7 +83,7 @@ class ArchivesScanner(Scanner):
         super().__init__(options)
         self.rules = FileRules.from_options(self.name, self.options)
         for key in ("on_encrypted", "on_limits", "on_damaged"):
-            check_outcome(self.name, key, self.options[key])
+            check_fallback(self.name, key, self.options[key])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
         walk = _Walk(self.rules, self.options)
@@ -98,8 +98,8 @@ class ArchivesScanner(Scanner):
             if new:
                 # Pinned to the archive's part, so that a `strip` policy can remove it.
                 paths = locate(msg.raw, part.payload)
-                for action, detail in new:
-                    findings += pinned(self.finding(action, detail), paths)
+                for verdict, detail in new:
+                    findings += pinned(self.finding(verdict, detail), paths)
         return list(dict.fromkeys(findings))
 
 

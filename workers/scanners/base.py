@@ -35,15 +35,18 @@ from shared.config import ConfigError
 from shared.contract import Finding, ScanRequest
 from workers.message import ParsedMessage, ParseLimits
 
-OUTCOMES = ("blocked", "unscannable", "clean")      # for "what to do when ..." options
+# The verdicts a "what to do when ..." option (on_encrypted, on_limit, ...) may name.
+FALLBACK_VERDICTS = ("blocked", "unscannable", "clean")
 
 
 @dataclass(frozen=True)
 class ScanResult:
     """Findings plus what goes into the verdict besides them.
 
-    `extra` is merged into Verdict.extra (keys start with the scanner's name,
-    e.g. "spam_score", so scanners cannot collide). `headers` maps a header
+    `extra` is merged into Verdict.extra, which is for people (keys start with the
+    scanner's name, e.g. "spam_score", so scanners cannot collide); no decision reads
+    it. `spam_high` (spam above the high threshold) is what the policy may treat
+    apart, and goes into Verdict.spam_high. `headers` maps a header
     name *suffix* to its value: the engine adds the configured prefix
     ("Spam-Score" -> "X-Holdscan-Spam-Score") and replaces any header of that
     name the sender put there, so the scanner needs to know nothing of the
@@ -53,6 +56,7 @@ class ScanResult:
     findings: list[Finding]
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    spam_high: bool = False
 
 
 class Scanner(ABC):
@@ -77,8 +81,8 @@ class Scanner(ABC):
         found = self.scan(msg)
         return found if isinstance(found, ScanResult) else ScanResult(list(found))
 
-    def finding(self, action: str, detail: str) -> Finding:
-        return Finding(scanner=self.name, action=action, detail=detail)
+    def finding(self, verdict: str, detail: str) -> Finding:
+        return Finding(scanner=self.name, verdict=verdict, detail=detail)
 
 
 def _type_name(value: Any) -> str:
@@ -115,10 +119,10 @@ def check_options(scanner: str, options: dict[str, Any],
     return out
 
 
-def check_outcome(scanner: str, key: str, value: str) -> str:
-    if value not in OUTCOMES:
+def check_fallback(scanner: str, key: str, value: str) -> str:
+    if value not in FALLBACK_VERDICTS:
         raise ConfigError(f"[scanners.{scanner}]: {key} must be one of "
-                          f"{', '.join(OUTCOMES)}, got {value!r}")
+                          f"{', '.join(FALLBACK_VERDICTS)}, got {value!r}")
     return value
 
 

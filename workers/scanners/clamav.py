@@ -91,7 +91,7 @@ class ClamavScanner(Scanner):
                 return [self.finding("error", f"clamd unavailable: {e}")]
             if signature:
                 findings.append(self.finding("infected", signature))
-        if any(f.action == "infected" for f in findings):
+        if any(f.verdict == "infected" for f in findings):
             findings = self._pin_to_parts(msg, findings)
         return list(dict.fromkeys(findings))
 
@@ -114,7 +114,7 @@ class ClamavScanner(Scanner):
                 pinned.append(Finding(self.name, "infected", signature, path))
         found_in_parts = {f.detail for f in pinned}
         rest = [f for f in findings
-                if not (f.action == "infected" and f.detail in found_in_parts)]
+                if not (f.verdict == "infected" and f.detail in found_in_parts)]
         return rest + pinned
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from shared.contract import Finding
 from workers.message import ParsedMessage, ParseLimits
-from workers.scanners.base import Scanner, check_outcome
+from workers.scanners.base import Scanner, check_fallback
 
 _DEFAULT_LIMITS = ParseLimits()
 
@@ -32,7 +32,7 @@ class MimeScanner(Scanner):
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        self.on_undecidable = check_outcome(self.name, "on_undecidable",
+        self.on_undecidable = check_fallback(self.name, "on_undecidable",
                                             self.options["on_undecidable"])
         self.parse_limits = ParseLimits(max_parts=max(1, self.options["max_parts"]),
                                         max_depth=max(1, self.options["max_depth"]),

@@ -9,7 +9,8 @@ reads the same verdict whichever daemon answered:
     otherwise                   -> a "clean" finding with the score
 
 The score and the symbols go into Verdict.extra (spam_score, spam_required,
-spam_high, spam_symbols), and into two headers for the recipient's filters:
+spam_symbols), a high score into Verdict.spam_high, and into two headers for the
+recipient's filters:
 <prefix>-Spam-Score and <prefix>-Spam-Status ("Yes, score=15.0 required=5.0").
 
 A message larger than max_size is not sent (spamc and rspamd skip large mail
@@ -135,8 +136,9 @@ class SpamScanner(Scanner):
             finding = self.finding("clean", f"score {shown} < {required}")
         return ScanResult(
             [finding],
-            extra={"spam_score": score, "spam_required": self.threshold, "spam_high": high,
+            extra={"spam_score": score, "spam_required": self.threshold,
                    "spam_symbols": list(report.symbols)},
+            spam_high=high,
             headers={"Spam-Score": shown,
                      "Spam-Status": f"{'Yes' if spam else 'No'}, score={shown} "
                                     f"required={required}"})
