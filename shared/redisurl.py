@@ -16,9 +16,11 @@ connection, so after a failover they reach the promoted replica.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_PORT = 26379
@@ -76,7 +78,7 @@ def is_sentinel(url: str) -> bool:
     return url.split(":", 1)[0].lower() == "sentinel"
 
 
-def sentinel_kwargs(password: str, **socket_options: float) -> dict[str, object]:
+def sentinel_kwargs(password: str, **socket_options: Any) -> dict[str, object]:
     """What redis-py (and Celery's transport option of that name) needs to talk to the
     Sentinels themselves."""
     kwargs: dict[str, object] = dict(socket_options)
@@ -86,13 +88,17 @@ def sentinel_kwargs(password: str, **socket_options: float) -> dict[str, object]
 
 
 def client(url: str, master_name: str = "", sentinel_password: str = "",
-           socket_timeout: float = 10.0, socket_connect_timeout: float = 3.0) -> redis.Redis:
-    """A client for `url`; for a Sentinel URL, one that always talks to the current master."""
+           socket_timeout: float = 10.0, socket_connect_timeout: float = 3.0,
+           retry: Retry | None = None) -> redis.Redis:
+    """A client for `url`; for a Sentinel URL, one that always talks to the current master.
+    retry: redis-py's retry policy (its default when None)."""
+    timeouts: dict[str, Any] = {"socket_timeout": socket_timeout,
+                                "socket_connect_timeout": socket_connect_timeout}
+    if retry is not None:
+        timeouts["retry"] = retry
     if not is_sentinel(url):
-        return redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                    socket_connect_timeout=socket_connect_timeout)
+        return redis.Redis.from_url(url, **timeouts)
     s = SentinelURL.parse(url)
-    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
     sentinel = Sentinel(list(s.sentinels),
                         sentinel_kwargs=sentinel_kwargs(sentinel_password, **timeouts),
                         username=s.username, password=s.password, db=s.db, **timeouts)

@@ -61,3 +61,24 @@ def test_master_killed_mid_run_a_replica_takes_over(postfix, sink, cluster, sent
     stats = group.server(new).client().info("commandstats")
     assert stats.get("cmdstat_blpop", {}).get("calls", 0) > 0, stats
     assert stats.get("cmdstat_brpop", {}).get("calls", 0) > 0, stats
+
+
+def test_check_reports_each_sentinel_setting(sentinel_group):
+    from holdscan.check import check_broker
+
+    g = sentinel_group
+    ok = check_broker(g.url, master_name=g.master_name, sentinel_password=g.sentinel_password)
+    assert ok.status == "ok" and "3 of 3 Sentinels answer" in ok.message, ok.line()
+    wrong_name = check_broker(g.url, master_name="mymaster",
+                              sentinel_password=g.sentinel_password)
+    assert not wrong_name.ok and "sentinel_master" in wrong_name.fix, wrong_name.line()
+    no_password = check_broker(g.url, master_name=g.master_name)
+    assert not no_password.ok and "sentinel_password" in no_password.fix, no_password.line()
+    url_without_redis_password = g.url.replace(f":{g.password}@", "")
+    no_redis_password = check_broker(url_without_redis_password, master_name=g.master_name,
+                                     sentinel_password=g.sentinel_password)
+    assert not no_redis_password.ok and "requires a password" in no_redis_password.message, \
+        no_redis_password.line()
+    g.sentinels[0].stop()
+    two = check_broker(g.url, master_name=g.master_name, sentinel_password=g.sentinel_password)
+    assert two.ok and "2 of 3" in two.message, two.line()
