@@ -33,9 +33,9 @@ from dispatcher.postfix import PostfixError, PostfixSettings, postconf
 from dispatcher.spool import Spool, SpoolError
 from holdscan.holdsources import find_hold_sources
 from shared import config as config_mod
-from workers.clamdclient import Address
+from workers.clamdclient import DEFAULT_ADDRESSES, Address
 
-DEFAULT_CLAMD_ADDRESSES = ["unix:/var/run/clamav/clamd.ctl"]
+DEFAULT_CLAMD_ADDRESSES = list(DEFAULT_ADDRESSES)
 TIMEOUT = 3.0   # seconds; a check must answer quickly even when a peer is a black hole
 
 # A header line that every message received by smtpd carries (smtpd adds it itself).
@@ -515,9 +515,9 @@ def check_clamd(address: str) -> CheckResult:
     # The workers' own parser: what check accepts, the clamav scanner accepts.
     try:
         parsed = Address.parse(str(address))
-    except ValueError:
+    except ValueError as e:
         return _fail(name, f"malformed clamd address {address!r}",
-                     f"fix {setting}: use \"unix:/path/to/clamd.ctl\" or \"tcp:host:3310\"")
+                     f"fix {setting}: {str(e).split(': ', 1)[1]}")
     family, target = parsed.family, parsed.target
     if family == socket.AF_UNIX:
         assert isinstance(target, str)
