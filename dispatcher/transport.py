@@ -65,8 +65,7 @@ class CeleryTransport:
         self.dispatcher_id = dispatcher_id
         self.reply_to = reply_key(dispatcher_id)
         self.app = make_app(cfg)
-        self.store = redis.Redis.from_url(cfg.content_url, socket_timeout=10,
-                                          socket_connect_timeout=3)
+        self.store = cfg.content_store(socket_timeout=10, socket_connect_timeout=3)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -99,8 +98,7 @@ class CeleryTransport:
             log.debug("could not delete content keys: %s", e)
 
     def _listen(self, on_verdicts: OnVerdicts, on_state: OnState) -> None:
-        client = redis.Redis.from_url(self.cfg.content_url, socket_timeout=5,
-                                      socket_connect_timeout=3)
+        client = self.cfg.content_store(socket_timeout=5, socket_connect_timeout=3)
         backoff = 0.5
         up: bool | None = None
         while not self._stop.is_set():

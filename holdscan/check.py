@@ -33,9 +33,9 @@ from dispatcher.postfix import PostfixError, PostfixSettings, postconf
 from dispatcher.spool import Spool, SpoolError
 from holdscan.holdsources import find_hold_sources
 from shared import config as config_mod
-from workers.clamdclient import Address
+from workers.clamdclient import DEFAULT_ADDRESSES, Address
 
-DEFAULT_CLAMD_ADDRESSES = ["unix:/var/run/clamav/clamd.ctl"]
+DEFAULT_CLAMD_ADDRESSES = list(DEFAULT_ADDRESSES)
 TIMEOUT = 3.0   # seconds; a check must answer quickly even when a peer is a black hole
 
 # A header line that every message received by smtpd carries (smtpd adds it itself).
@@ -428,49 +428,72 @@ def _redis_ping(label: str, url: str, setting: str) -> CheckResult:
     return _ok(label, f"Redis at {shown} answers PING")
 
 
-def _sentinel_ping(label: str, url: str, setting: str) -> CheckResult:
-    # kombu's form: sentinel://[:PASSWORD@]HOST:PORT[;sentinel://HOST:PORT...]
-    results = [_redis_ping(label, "redis://" + part.split("://", 1)[-1], setting)
-               for part in url.split(";") if part.strip()]
-    bad = [r for r in results if not r.ok]
-    if not results:
-        return _fail(label, f"malformed URL {redact(url)}",
-                     f"fix {setting}; the form is sentinel://HOST:PORT;sentinel://HOST:PORT")
-    if len(bad) == len(results):
-        return _fail(label, f"no Sentinel answers ({len(results)} tried); first: {bad[0].message}",
-                     f"start redis-sentinel or fix {setting}")
-    return _ok(label, f"{len(results) - len(bad)} of {len(results)} Sentinels answer PING")
+def _sentinel_ping(label: str, url: str, setting: str, master_name: str,
+                   sentinel_password: str) -> CheckResult:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    from shared.redisurl import SENTINEL_FORM, SentinelURL, client
 
-def _amqp_connect(label: str, url: str, setting: str) -> CheckResult:
-    from kombu import Connection
+    once = Retry(NoBackoff(), 0)    # a check answers now; the daemons retry by themselves
 
-    shown = redact(url)
     try:
-        with Connection(url, connect_timeout=TIMEOUT) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                   timeout=TIMEOUT)
-    except Exception as e:  # noqa: BLE001 — amqp raises many kinds; each is one line here
-        text = str(e) or type(e).__name__
-        if "ACCESS_REFUSED" in text or "403" in text:
-            return _fail(label, f"the AMQP broker at {shown} refused the user or password",
-                         f"fix the credentials in {setting}")
-        return _fail(label, f"cannot connect to {shown}: {text}",
-                     f"start the broker or fix {setting}")
-    return _ok(label, f"AMQP broker at {shown} accepts a connection")
+        parsed = SentinelURL.parse(url)
+    except ValueError as e:
+        return _fail(label, f"malformed URL {redact(url)}: {e}", f"fix {setting}")
+    answers, failures = 0, []
+    for host, port in parsed.sentinels:
+        where = f"Sentinel {host}:{port}"
+        s = redis.Redis(host=host, port=port, password=sentinel_password or None,
+                        socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT, retry=once)
+        try:
+            if not s.sentinel_get_master_addr_by_name(master_name):
+                return _fail(label, f"{where} watches no group named {master_name!r}",
+                             "set broker.sentinel_master (or HOLDSCAN_SENTINEL_MASTER) to the "
+                             "name in sentinel.conf's `sentinel monitor NAME ...`")
+            answers += 1
+        except redis.AuthenticationError:
+            return _fail(label, f"{where} " + ("rejected the password" if sentinel_password
+                                               else "requires a password"),
+                         "set broker.sentinel_password (or HOLDSCAN_SENTINEL_PASSWORD) to "
+                         "sentinel.conf's requirepass")
+        except (redis.RedisError, OSError) as e:
+            failures.append(f"{where}: {e}")
+        finally:
+            s.close()
+    if not answers:
+        return _fail(label, f"no Sentinel answers ({len(failures)} tried); first: {failures[0]}",
+                     f"start redis-sentinel or fix {setting}; the form is {SENTINEL_FORM}")
+    master = client(url, master_name, sentinel_password, socket_timeout=TIMEOUT,
+                    socket_connect_timeout=TIMEOUT, retry=once)
+    try:
+        master.ping()
+    except redis.AuthenticationError:
+        return _fail(label, f"the Redis master of {master_name!r} "
+                     + ("rejected the password" if parsed.password else "requires a password"),
+                     f"put Redis's requirepass in the first address of {setting}: "
+                     "sentinel://:PASSWORD@HOST:PORT;...")
+    except (redis.RedisError, OSError) as e:
+        return _fail(label, f"the Sentinels name a master for {master_name!r}, but it does not "
+                     f"answer: {e}", "check the Redis servers and `redis-cli -p 26379 sentinel "
+                     f"master {master_name}`")
+    finally:
+        master.close()
+    return _ok(label, f"{answers} of {len(parsed.sentinels)} Sentinels answer; the master of "
+               f"{master_name!r} answers PING")
 
 
 def check_broker(url: str, label: str = "broker",
-                 setting: str = "broker.url or HOLDSCAN_BROKER") -> CheckResult:
+                 setting: str = "broker.url or HOLDSCAN_BROKER", master_name: str = "",
+                 sentinel_password: str = "") -> CheckResult:
     scheme = url.split(":", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
         return _redis_ping(label, url, setting)
     if scheme == "sentinel":
-        return _sentinel_ping(label, url, setting)
-    if scheme in ("amqp", "amqps"):
-        return _amqp_connect(label, url, setting)
+        return _sentinel_ping(label, url, setting, master_name, sentinel_password)
     return _fail(label, f"unsupported URL {redact(url)}",
-                 f"fix {setting}: use redis://, rediss://, sentinel:// or amqp://")
+                 f"fix {setting}: use redis://, rediss:// or sentinel://")
 
 
 # -- clamd --------------------------------------------------------------------------
@@ -492,9 +515,9 @@ def check_clamd(address: str) -> CheckResult:
     # The workers' own parser: what check accepts, the clamav scanner accepts.
     try:
         parsed = Address.parse(str(address))
-    except ValueError:
+    except ValueError as e:
         return _fail(name, f"malformed clamd address {address!r}",
-                     f"fix {setting}: use \"unix:/path/to/clamd.ctl\" or \"tcp:host:3310\"")
+                     f"fix {setting}: {str(e).split(': ', 1)[1]}")
     family, target = parsed.family, parsed.target
     if family == socket.AF_UNIX:
         assert isinstance(target, str)
@@ -616,10 +639,13 @@ def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
         results.append(_guarded("spool owner", lambda: check_owner(cfg, s)))
         results.append(_guarded("user", lambda: check_user(s)))
         results.append(_guarded("runtime", lambda: check_runtime(s)))
-    results.append(_guarded("broker", lambda: check_broker(cfg.broker.url)))
-    if cfg.content_url != cfg.broker.url:
+    b = cfg.broker
+    results.append(_guarded("broker", lambda: check_broker(
+        b.url, master_name=b.sentinel_master, sentinel_password=b.sentinel_password)))
+    if cfg.content_url != b.url:
         results.append(_guarded("content store", lambda: check_broker(
-            cfg.content_url, "content store", "broker.content_url or HOLDSCAN_CONTENT_URL")))
+            cfg.content_url, "content store", "broker.content_url or HOLDSCAN_CONTENT_URL",
+            b.sentinel_master, b.sentinel_password)))
     clamav = cfg.scanners.get("clamav", {})
     if clamav.get("enabled", True) is False:
         results.append(_skip("clamd", "scanners.clamav.enabled = false"))

@@ -98,7 +98,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["HOLDSCAN_BROKER"] = args.broker
     if args.clamd:
         os.environ["HOLDSCAN_CLAMD"] = ",".join(args.clamd)
-    config_mod.load()     # fail here, in one line, rather than inside Celery
+    # Fail here, in one line, rather than inside Celery or at the first message: a setting
+    # or a clamd address that cannot work would leave every message waiting in hold.
+    from workers.scanners import build_scanners
+    for scanner in build_scanners(config_mod.load()):
+        close = getattr(scanner, "close", None)
+        if close:
+            close()
     from workers.app import app, cfg
     argv = ["worker", f"--loglevel={args.log_level}", "-E",
             f"--queues={args.queues or cfg.broker.queue}"]
@@ -369,114 +375,163 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser ----------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML configuration file (also HOLDSCAN_CONFIG)")
-    p.add_argument("--postfix-config", help="Postfix configuration directory (postfix -c)")
-    p.add_argument("--queue-directory", help="Postfix's queue_directory (default: postconf)")
-    p.add_argument("--state-dir", help="holdscan's state directory (default: QUEUE/holdscan)")
-    p.add_argument("--quarantine-dir", help="quarantine store (default: STATE/quarantine)")
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--postfix-config", metavar="DIR",
+                   help="Postfix's configuration directory, as `postfix -c DIR` (default: "
+                   "postfix.config_directory, else Postfix's own, /etc/postfix)")
+    p.add_argument("--queue-directory", metavar="DIR",
+                   help="Postfix's queue_directory (default: postfix.queue_directory, else "
+                   "`postconf -h queue_directory`)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="holdscan's state directory (default: dispatcher.state_dir, else "
+                   "QUEUE_DIRECTORY/holdscan)")
+    p.add_argument("--quarantine-dir", metavar="DIR",
+                   help="the quarantine store (default: dispatcher.quarantine_dir, else "
+                   "STATE_DIR/quarantine)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print JSON, for scripts (default: text for people)")
+
+
+_D = Config()
+CONFIG_HELP = "the TOML configuration file (default: $HOLDSCAN_CONFIG, else none: every default)"
+BROKER_HELP = ("the broker: redis://[:PASSWORD@]HOST:PORT/DB, rediss://, or sentinel://HOST:PORT"
+               f";sentinel://... (default: $HOLDSCAN_BROKER, else broker.url, {_D.broker.url})")
+LOG_HELP = "how much to log: DEBUG, INFO, WARNING or ERROR (default: %(default)s)"
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="holdscan", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
+    d = _D.dispatcher
 
     p = sub.add_parser("dispatch", help="claim held mail, have it scanned, apply verdicts")
     _common(p)
-    p.add_argument("--broker", help="broker URL (also HOLDSCAN_BROKER)")
-    p.add_argument("--max-in-flight", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--once", action="store_true", help="drain what is in hold now, then exit")
+    p.add_argument("--broker", metavar="URL", help=BROKER_HELP)
+    p.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="messages claimed and not yet settled, at most (default: "
+                   f"dispatcher.max_in_flight, {d.max_in_flight})")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"messages per Celery task (default: dispatcher.batch_size, "
+                   f"{d.batch_size})")
+    p.add_argument("--once", action="store_true",
+                   help="drain what is in hold now, then exit (default: run until stopped)")
     p.add_argument("--local", type=int, metavar="N",
-                   help="scan in N local processes, without a broker")
-    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here")
-    p.add_argument("--id", default="", help="this dispatcher's name (default: host name)")
+                   help="scan in N local processes, without a broker (default: "
+                   f"dispatcher.local_workers, {d.local_workers}: the broker and its workers)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics here (default: dispatcher.metrics_address, "
+                   "empty: none)")
+    p.add_argument("--id", default="",
+                   help="this dispatcher's name, which names its verdict list (default: the "
+                   "host name)")
     p.add_argument("--no-drop-privileges", action="store_true",
-                   help="stay root (tests only: files must still belong to mail_owner)")
-    p.add_argument("--log-level", default="INFO")
+                   help="stay root, for tests only: files must still belong to mail_owner "
+                   "(default: become Postfix's mail_owner)")
+    p.add_argument("--log-level", default="INFO", metavar="LEVEL", help=LOG_HELP)
     p.set_defaults(func=cmd_dispatch)
 
     p = sub.add_parser("worker", help="run a Celery scanning worker")
-    p.add_argument("--config")
-    p.add_argument("--broker")
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--broker", metavar="URL", help=BROKER_HELP)
+    from workers.clamdclient import DEFAULT_ADDRESSES
+    clamd_default = ", ".join(DEFAULT_ADDRESSES)
     p.add_argument("--clamd", action="append", metavar="ADDR",
-                   help="clamd address, unix:/path or tcp:host:port (repeatable)")
-    p.add_argument("--concurrency", type=int)
-    p.add_argument("--queues")
-    p.add_argument("--hostname")
-    p.add_argument("--log-level", default="INFO")
+                   help="a clamd address: unix:/path, unix:///path, tcp:HOST:PORT or "
+                   "tcp://HOST:PORT; repeat for several (default: $HOLDSCAN_CLAMD, else "
+                   f"scanners.clamav.addresses, {clamd_default})")
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="scanning processes (default: worker.concurrency, "
+                   f"{_D.worker.concurrency}: one per CPU core)")
+    p.add_argument("--queues", metavar="NAME[,NAME]",
+                   help=f"the Celery queues to consume (default: broker.queue, {_D.broker.queue})")
+    p.add_argument("--hostname", metavar="NAME@HOST",
+                   help="the Celery node name, unique per worker (default: celery@ and the "
+                   "host name)")
+    p.add_argument("--log-level", default="INFO", metavar="LEVEL", help=LOG_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", help="hold depth, in flight, workers seen, last errors")
     _common(p)
-    p.add_argument("--json", action="store_true")
+    _json(p)
     p.set_defaults(func=cmd_status)
 
     q = sub.add_parser("quarantine", help="the quarantine store").add_subparsers(
         dest="qcommand", required=True)
     p = q.add_parser("list", help="one line per quarantined message")
     _common(p)
-    p.add_argument("--json", action="store_true")
+    _json(p)
     p.add_argument("--since", metavar="DATE|DURATION",
-                   help="stored since a date (2024-05-01[T12:00], UTC) or for a while (12h, 7d)")
+                   help="stored since a date (2024-05-01[T12:00], UTC) or for a while (12h, "
+                   "7d) (default: any time)")
     p.add_argument("--reason", metavar="TEXT",
-                   help="the reason contains TEXT, or the verdict is TEXT (case ignored)")
+                   help="the reason contains TEXT, or the verdict is TEXT, case ignored "
+                   "(default: any)")
     p.set_defaults(func=cmd_quarantine_list)
     p = q.add_parser("show", help="envelope, verdict, findings and headers of one entry")
     _common(p)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("id")
+    _json(p)
+    p.add_argument("id", help="the entry's ID, as `quarantine list` shows it")
     p.set_defaults(func=cmd_quarantine_show)
     p = q.add_parser("release", help="deliver the original after all (once, unscanned)")
     _common(p)
-    p.add_argument("--to", metavar="ADDR", help="deliver only to ADDR instead of the recipients "
-                   "it was stopped for")
-    p.add_argument("id")
+    p.add_argument("--to", metavar="ADDR", help="deliver only to ADDR (default: the recipients "
+                   "it was stopped for)")
+    p.add_argument("id", help="the entry's ID, as `quarantine list` shows it")
     p.set_defaults(func=cmd_quarantine_release)
     p = q.add_parser("delete", help="remove one entry")
     _common(p)
-    p.add_argument("id")
+    p.add_argument("id", help="the entry's ID, as `quarantine list` shows it")
     p.set_defaults(func=cmd_quarantine_delete)
     p = q.add_parser("expire", help="remove entries older than N days")
     _common(p)
-    p.add_argument("--days", type=int, help="default: dispatcher.quarantine_days")
+    p.add_argument("--days", type=int, metavar="N",
+                   help="remove entries stored more than N days ago (default: "
+                   f"dispatcher.quarantine_days, {d.quarantine_days}: refuse to guess)")
     p.set_defaults(func=cmd_quarantine_expire)
 
     p = sub.add_parser("park", help="move a queued message (hold, incoming, deferred) into the "
                        "quarantine store, to be released by hand later")
     _common(p)
-    p.add_argument("--reason", metavar="TEXT", help="why; shown by quarantine list/show")
-    p.add_argument("queue_id")
+    p.add_argument("--reason", metavar="TEXT",
+                   help="why; shown by quarantine list/show (default: none)")
+    p.add_argument("queue_id", help="Postfix's queue ID of the message")
     p.set_defaults(func=cmd_park)
     p = sub.add_parser("scan", help="scan and release a message that someone else parked in "
                        "hold (it has Postfix's defer/bounce/trace logs)")
     _common(p)
-    p.add_argument("queue_id")
+    p.add_argument("queue_id", help="Postfix's queue ID of the message in hold")
     p.set_defaults(func=cmd_scan)
 
     q = sub.add_parser("policy", help="the [policy] table").add_subparsers(
         dest="qcommand", required=True)
     p = q.add_parser("explain", help="what each verdict gets for one sender and recipient")
     _common(p)
-    p.add_argument("--json", action="store_true")
+    _json(p)
     p.add_argument("sender", metavar="FROM", help="envelope sender; '' or <> for none")
-    p.add_argument("recipient", metavar="TO")
+    p.add_argument("recipient", metavar="TO", help="envelope recipient")
     p.set_defaults(func=cmd_policy_explain)
 
     q = sub.add_parser("queue", help="Postfix queue files").add_subparsers(
         dest="qcommand", required=True)
     p = q.add_parser("cat", help="print a queue file, like postcat")
     _common(p)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("target", metavar="PATH|ID")
+    _json(p)
+    p.add_argument("target", metavar="PATH|ID", help="a queue file, or a queue ID to look up "
+                   "in hold, incoming, active, deferred and corrupt")
     p.set_defaults(func=cmd_queue_cat)
 
     p = sub.add_parser("check", help="verify this host's set-up and say how to fix it")
     _common(p)
-    p.add_argument("--broker")
+    p.add_argument("--broker", metavar="URL", help=BROKER_HELP)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="run a complete private set-up and show mail flowing")
-    p.add_argument("--keep", action="store_true", help="stay up until Ctrl-C")
+    p.add_argument("--keep", action="store_true",
+                   help="stay up until Ctrl-C, SIGTERM or SIGHUP (default: stop and clean up "
+                   "once the mail is shown)")
     p.set_defaults(func=cmd_demo)
     return ap
 

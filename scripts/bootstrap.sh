@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what holdscan needs on a fresh Debian/Ubuntu machine: Postfix, clamd, Redis,
+# Install what holdscan needs on a fresh Debian/Ubuntu machine: Postfix, clamd, Redis and
+# redis-sentinel (a test fails the broker over between Redis servers),
 # SpamAssassin's spamd and rspamd (the spam scanner's tests start both), strace (the
 # power-loss test traces the dispatcher's file-system calls), zip (an archive test) and
 # docker-compose (checks docker-compose.yml) from the distribution (when run as root or with
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 for pair in postconf:postfix clamd:clamav-daemon redis-server:redis-server smtp-sink:postfix \
+        redis-sentinel:redis-sentinel \
         spamd:spamd rspamd:rspamd strace:strace zip:zip docker-compose:docker-compose; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.config import Config
+from shared.redisurl import is_sentinel, sentinel_kwargs
 
 SCAN_TASK = "holdscan.scan_batch"
 
@@ -32,7 +33,7 @@ def make_app(cfg: Config) -> Celery:
         task_soft_time_limit=max(1, b.task_time_limit - 10),
         task_default_queue=b.queue,
         task_routes={SCAN_TASK: {"queue": b.queue}},
-        broker_transport_options={"visibility_timeout": b.visibility_timeout},
+        broker_transport_options=transport_options(cfg),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         task_publish_retry=False,         # the dispatcher retries by itself, with backoff
@@ -41,3 +42,16 @@ def make_app(cfg: Config) -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def transport_options(cfg: Config) -> dict[str, object]:
+    b = cfg.broker
+    options: dict[str, object] = {"visibility_timeout": b.visibility_timeout}
+    if is_sentinel(b.url):
+        # Celery asks the Sentinels for the master at every new connection, so a worker
+        # or a dispatcher that lost the master reconnects to the promoted replica.
+        options["master_name"] = b.sentinel_master
+        options["sentinel_kwargs"] = sentinel_kwargs(b.sentinel_password,
+                                                     socket_timeout=5.0,
+                                                     socket_connect_timeout=3.0)
+    return options

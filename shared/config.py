@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.redisurl import SentinelURL, is_sentinel
+
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 
@@ -49,6 +51,8 @@ class DispatcherConfig:
 class BrokerConfig:
     url: str = DEFAULT_BROKER       # also HOLDSCAN_BROKER
     content_url: str = ""           # Redis for message content and verdicts; empty: url
+    sentinel_master: str = "mymaster"   # with sentinel:// URLs: the group Sentinel watches
+    sentinel_password: str = ""     # the Sentinels' requirepass; HOLDSCAN_SENTINEL_PASSWORD
     queue: str = "holdscan"
     visibility_timeout: int = 3600
     task_time_limit: int = 600      # must stay below visibility_timeout
@@ -100,13 +104,22 @@ class Config:
     def content_url(self) -> str:
         return self.broker.content_url or self.broker.url
 
+    def content_store(self, socket_timeout: float, socket_connect_timeout: float) -> Any:
+        """A Redis client for the content store; through Sentinel for a sentinel:// URL."""
+        from shared.redisurl import client
+        b = self.broker
+        return client(self.content_url, b.sentinel_master, b.sentinel_password,
+                      socket_timeout=socket_timeout,
+                      socket_connect_timeout=socket_connect_timeout)
+
 
 def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
     known = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in table.items():
         f = known.get(key)
         if f is None:
-            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"{where}: unknown setting {key!r}; "
+                              f"known: {', '.join(sorted(known))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -137,31 +150,63 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         try:
             table = tomllib.loads(p.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"config file {p} does not exist; create it or leave out --config")
+            raise ConfigError(
+                f"config file {p} does not exist; create it or leave out --config") from None
         except OSError as e:
-            raise ConfigError(f"cannot read config file {p}: {e.strerror}")
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}")
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
         _fill(cfg, table, str(p))
         cfg.source = str(p)
     if env.get("HOLDSCAN_BROKER"):
         cfg.broker.url = env["HOLDSCAN_BROKER"]
     if env.get("HOLDSCAN_CONTENT_URL"):
         cfg.broker.content_url = env["HOLDSCAN_CONTENT_URL"]
+    if env.get("HOLDSCAN_SENTINEL_MASTER"):
+        cfg.broker.sentinel_master = env["HOLDSCAN_SENTINEL_MASTER"]
+    if env.get("HOLDSCAN_SENTINEL_PASSWORD"):
+        cfg.broker.sentinel_password = env["HOLDSCAN_SENTINEL_PASSWORD"]
     if env.get("HOLDSCAN_CLAMD"):
         cfg.scanners.setdefault("clamav", {})["addresses"] = env["HOLDSCAN_CLAMD"].split(",")
     validate(cfg)
     return cfg
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+
+
+def check_redis_url(url: str, setting: str, broker: bool = False) -> None:
+    """The broker and the content store are Redis, plain or through Sentinel."""
+    scheme = url.split(":", 1)[0].lower()
+    if broker and scheme in ("amqp", "amqps", "pyamqp"):
+        # Celery could talk to RabbitMQ, but holdscan's content store, verdict lists and
+        # redelivery settings are Redis's; an AMQP broker is not tested and not supported.
+        raise ConfigError(f"{setting}: AMQP (RabbitMQ) brokers are not supported; use "
+                          "redis://HOST:PORT/0, or sentinel://HOST:26379;sentinel://HOST:26379 "
+                          "for a broker that survives the loss of a Redis host")
+    # Celery's Redis transport has no unix:// (the content store has).
+    if scheme not in REDIS_SCHEMES or (broker and scheme == "unix"):
+        raise ConfigError(f"{setting}: {url.split('@')[-1]!r} is not a Redis URL; use "
+                          "redis://[:PASSWORD@]HOST:PORT/DB, rediss://, "
+                          f"{'' if broker else 'unix:///path, '}"
+                          "or sentinel://HOST:PORT;sentinel://HOST:PORT")
+    if scheme == "sentinel":
+        try:
+            SentinelURL.parse(url)
+        except ValueError as e:
+            raise ConfigError(f"{setting}: {e}") from None
+
+
 def validate(cfg: Config) -> None:
     b, d = cfg.broker, cfg.dispatcher
     if b.task_time_limit >= b.visibility_timeout:
         raise ConfigError(
-            f"broker.task_time_limit ({b.task_time_limit}s) must be below broker.visibility_timeout "
+            f"broker.task_time_limit ({b.task_time_limit}s) must be below "
+            f"broker.visibility_timeout "
             f"({b.visibility_timeout}s), or the broker hands a running scan to a second worker")
     if d.max_in_flight < 1 or d.batch_size < 1 or d.max_attempts < 1:
-        raise ConfigError("dispatcher.max_in_flight, batch_size and max_attempts must be at least 1")
+        raise ConfigError("dispatcher.max_in_flight, batch_size and max_attempts must be at "
+                          "least 1")
     if d.quarantine_days < 0:
         raise ConfigError(f"dispatcher.quarantine_days must be 0 (keep) or more, "
                           f"got {d.quarantine_days}")
@@ -179,14 +224,12 @@ def validate(cfg: Config) -> None:
     if d.on_max_attempts not in ("quarantine", "hold"):
         raise ConfigError(f"dispatcher.on_max_attempts must be 'quarantine' or 'hold', "
                           f"got {d.on_max_attempts!r}")
-    scheme = b.url.split(":", 1)[0]
-    if scheme not in ("redis", "rediss", "amqp", "amqps", "sentinel"):
-        raise ConfigError(f"broker URL {b.url!r}: use redis://, rediss://, sentinel:// or amqp://")
-    content_scheme = cfg.content_url.split(":", 1)[0]
-    if content_scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(
-            f"the content store must be Redis, got {cfg.content_url!r}; with an AMQP broker "
-            "set broker.content_url (or HOLDSCAN_CONTENT_URL) to a redis:// URL")
+    check_redis_url(b.url, "broker.url (or HOLDSCAN_BROKER, --broker)", broker=True)
+    if b.content_url:
+        check_redis_url(b.content_url, "broker.content_url (or HOLDSCAN_CONTENT_URL)")
+    if (is_sentinel(b.url) or is_sentinel(cfg.content_url)) and not b.sentinel_master:
+        raise ConfigError("broker.sentinel_master (or HOLDSCAN_SENTINEL_MASTER) must name the "
+                          "group the Sentinels watch (`sentinel monitor NAME ...`)")
     for name, table in cfg.scanners.items():
         if not isinstance(table, dict):
             raise ConfigError(f"[scanners.{name}] must be a table")

@@ -37,6 +37,9 @@ _CHUNK = 1 << 20            # INSTREAM chunk: few syscalls; clamd's StreamMaxLen
 _SMALL = 256 * 1024         # streams up to this size go in a single write
 _MAX_REPLY = 64 * 1024
 SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded. ERROR"
+# Debian's clamav-daemon socket: the default of [scanners.clamav] addresses, of `holdscan
+# check` and of `holdscan worker --clamd`.
+DEFAULT_ADDRESSES = ("unix:/var/run/clamav/clamd.ctl",)
 
 
 class ClamdError(Exception):
@@ -67,18 +70,28 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        """"unix:/run/clamav/clamd.ctl" or "tcp:127.0.0.1:3310" ("tcp:[::1]:3310")."""
-        kind, _, rest = text.partition(":")
-        if kind == "unix" and rest.startswith("/"):
+        """"unix:/run/clamav/clamd.ctl" or "tcp:127.0.0.1:3310" ("tcp:[::1]:3310"), and the
+        URL forms people write as for the broker: "unix:///run/clamav/clamd.ctl",
+        "tcp://127.0.0.1:3310". Anything else raises ValueError naming the forms."""
+        kind, _, rest = text.strip().partition(":")
+        kind = kind.lower()
+        if rest.startswith("//"):
+            # The URL form: unix:///path (an empty host), tcp://host:port.
+            rest = rest[2:]
+            if kind == "unix" and not rest.startswith("/"):
+                rest = ""       # unix://relative or unix://host/path: no such thing
+        if kind == "unix" and rest.startswith("/") and not rest.startswith("//"):
             return cls(socket.AF_UNIX, rest, text)
-        if kind == "tcp":
+        if kind == "tcp" and "/" not in rest:
             host, _, port = rest.rpartition(":")
-            host = host.strip("[]")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
             if host and port.isdigit() and 0 < int(port) < 65536:
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 return cls(family, (host, int(port)), text)
-        raise ValueError(f"clamd address {text!r}: use \"unix:/path/to/clamd.ctl\" or "
-                         "\"tcp:host:port\"")
+        raise ValueError(f"clamd address {text!r}: use unix:/path/to/clamd.ctl, "
+                         "unix:///path/to/clamd.ctl, tcp:host:port or tcp://host:port "
+                         "([::1] for an IPv6 host)")
 
     def __str__(self) -> str:
         return self.text

@@ -35,8 +35,7 @@ _state: dict[str, Any] = {}
 
 def _store() -> redis.Redis:
     if "store" not in _state:
-        _state["store"] = redis.Redis.from_url(cfg.content_url, socket_timeout=30,
-                                               socket_connect_timeout=5)
+        _state["store"] = cfg.content_store(socket_timeout=30, socket_connect_timeout=5)
     return _state["store"]
 
 

@@ -12,9 +12,13 @@ class RedisServer(LabServer):
     log_name = "redis.log"
     start_timeout = 10.0
 
-    def __init__(self, password: str | None = None, port: int | None = None) -> None:
+    def __init__(self, password: str | None = None, port: int | None = None,
+                 replica_of: int | None = None) -> None:
+        """replica_of: the port of a master on loopback this one replicates (with the same
+        password)."""
         super().__init__(port=port)
         self.password = password
+        self.replica_of = replica_of
 
     @property
     def url(self) -> str:
@@ -26,7 +30,10 @@ class RedisServer(LabServer):
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir),
                 "--maxmemory-policy", "noeviction", "--logfile", str(self.log_path)]
         if self.password:
-            argv += ["--requirepass", self.password]
+            # masterauth too: a master that Sentinel demotes replicates from the new one.
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         return argv
 
     def ping(self) -> bool:

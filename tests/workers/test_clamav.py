@@ -14,6 +14,7 @@ from shared.config import ConfigError
 from tests.support.mail import EICAR, b64, eicar_variants, multipart, part, simple, zip_bytes
 from tests.support.scanning import Scan, make_config
 from tests.support.tools import require
+from workers.clamdclient import Address
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners
 from workers.scanners.clamav import TOO_LARGE, ClamavScanner
@@ -161,6 +162,41 @@ def test_clamd_that_stops_answering_times_out_as_error(own_clamd: ClamdServer) -
     finally:
         os.kill(own_clamd.proc.pid, signal.SIGCONT)
     assert scanner.scan(ParsedMessage.from_bytes(simple(EICAR)))[0].detail == DETECTED_AS
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["unix", "tcp"])
+def test_the_url_forms_reach_the_same_clamd(clamd: ClamdServer, which: int) -> None:
+    # unix:/path -> unix:///path, tcp:HOST:PORT -> tcp://HOST:PORT, as people write URLs.
+    kind, rest = clamd.addresses[which].split(":", 1)
+    scanner = clamav([f"{kind}://{rest}"])
+    msg = ParsedMessage.from_bytes(simple(EICAR))
+    assert [(f.action, f.detail) for f in scanner.scan(msg)] == [("infected", DETECTED_AS)]
+
+
+@pytest.mark.parametrize("text, target", [
+    ("unix:/run/clamav/clamd.ctl", "/run/clamav/clamd.ctl"),
+    ("unix:///run/clamav/clamd.ctl", "/run/clamav/clamd.ctl"),
+    ("tcp:127.0.0.1:3310", ("127.0.0.1", 3310)),
+    ("tcp://127.0.0.1:3310", ("127.0.0.1", 3310)),
+    ("tcp://clamd:3310", ("clamd", 3310)),
+    ("TCP://clamd:3310", ("clamd", 3310)),
+    ("tcp:[::1]:3310", ("::1", 3310)),
+    ("tcp://[::1]:3310", ("::1", 3310)),
+])
+def test_address_forms(text: str, target: object) -> None:
+    assert Address.parse(text).target == target
+
+
+@pytest.mark.parametrize("text", [
+    "localhost:3310", "127.0.0.1", "tcp://127.0.0.1", "tcp://127.0.0.1:0",
+    "tcp://127.0.0.1:3310/", "tcp//127.0.0.1:3310", "tcp:127.0.0.1:99999", "tcp://:3310",
+    "unix://run/clamd.ctl", "unix:relative.ctl", "unix:////x", "http://127.0.0.1:3310",
+    "/run/clamav/clamd.ctl", "",
+])
+def test_addresses_that_cannot_work_are_refused_naming_the_forms(text: str) -> None:
+    with pytest.raises(ValueError) as e:
+        Address.parse(text)
+    assert "tcp://host:port" in str(e.value) and "unix:///path" in str(e.value)
 
 
 def test_sessions_carry_many_scans(clamd: ClamdServer) -> None:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from shared.config import ConfigError
 from shared.contract import Finding
 from workers.clamdclient import (
+    DEFAULT_ADDRESSES,
     Address,
     ClamdPool,
     ClamdReplyError,
@@ -47,7 +48,7 @@ MAIL_HINT = b"Received: by holdscan (so that clamd reads this as mail)\r\n"
 class ClamavScanner(Scanner):
     name = "clamav"
     defaults: ClassVar[dict[str, Any]] = {
-        "addresses": ["unix:/var/run/clamav/clamd.ctl"],
+        "addresses": list(DEFAULT_ADDRESSES),
         "timeout": 60.0,            # per socket operation, once connected
         "connect_timeout": 5.0,
         "reuse_connections": True,  # IDSESSION; see workers/clamdclient.py for why
