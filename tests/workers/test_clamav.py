@@ -170,7 +170,7 @@ def test_the_url_forms_reach_the_same_clamd(clamd: ClamdServer, which: int) -> N
     kind, rest = clamd.addresses[which].split(":", 1)
     scanner = clamav([f"{kind}://{rest}"])
     msg = ParsedMessage.from_bytes(simple(EICAR))
-    assert [(f.action, f.detail) for f in scanner.scan(msg)] == [("infected", DETECTED_AS)]
+    assert [(f.verdict, f.detail) for f in scanner.scan(msg)] == [("infected", DETECTED_AS)]
 
 
 @pytest.mark.parametrize("text, target", [
