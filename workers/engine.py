@@ -32,7 +32,7 @@ from typing import Any
 from shared.config import HeadersConfig
 from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_action
 from shared.headers import has_header
-from workers import strip
+from workers import derived, strip
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner, ScanResult
 
@@ -78,6 +78,10 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         findings.extend(result.findings)
         extra.update(result.extra)
         scanner_headers.update(result.headers)
+        if result.derived:
+            # Content found inside parts (a smuggled file, a decrypted archive's
+            # members): the scanners after this one judge it like attachments.
+            msg = derived.add_parts(msg, result.derived)
 
     action = worst_action([f.action for f in findings])
     for problem in msg.problems:
