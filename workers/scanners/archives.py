@@ -1,4 +1,6 @@
-"""The archives scanner: list zip, tar, gzip, bzip2 and xz archives, nested too.
+"""The archives scanner: list zip, tar, gzip, bzip2 and xz archives, disc images
+(ISO 9660 / UDF, every directory tree) and cabinets, nested too. Every zip in a
+file is found, not only the last (workers/zipfind.py).
 
 Members get the attachments scanner's filename and filetype rules (the same
 defaults; this scanner's table takes the same rule keys). Encrypted archives,
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from shared.contract import Finding, ScanRequest
-from workers import zipfind
+from workers import cabinet, discimage, zipfind
 from workers.derived import derived_part, is_derived
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
@@ -159,8 +161,9 @@ class _Walk:
             raise _Stop(f"archive compression ratio above {self.o['max_ratio']}:1 "
                         f"(zip bomb?): {label}")
 
-    def member(self, name: str, label: str) -> None:
-        self.members += 1
+    def member(self, name: str, label: str, counted: bool = True) -> None:
+        """A member's name; `counted` False for another name of a member already counted."""
+        self.members += counted
         if self.members > self.o["max_members"]:
             raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
         rule = self.rules.check_name(name)
@@ -180,6 +183,10 @@ class _Walk:
                 self.tar(io.BytesIO(data), label, depth, counted=False)
             elif kind in _STREAMS:
                 self.compressed(data, kind, label, name, depth)
+            elif kind in ("iso", "udf"):
+                self.disc(data, label, depth)
+            elif kind == "cab":
+                self.cabinet(data, label, depth)
         except _Damaged as e:
             self.findings.append((self.o["on_damaged"], f"damaged archive {label}: {e}"))
 
@@ -326,6 +333,65 @@ class _Walk:
         for (start, size), (next_start, _) in itertools.pairwise(spans):
             if next_start < start + 30 + size:
                 raise _Stop(f"overlapping zip entries (zip bomb): {label}")
+
+    # --- disc images, cabinets ---
+
+    def disc(self, data: bytes, label: str, depth: int) -> None:
+        """Every name in every directory tree of the image; each file's content once."""
+        try:
+            disc = discimage.Disc(data)
+        except discimage.DiscError as e:
+            raise _Damaged(str(e)) from None
+        try:
+            seen: set[tuple[str, int]] = set()
+            for entry in disc.entries(4 * self.o["max_members"]):
+                first = entry.key not in seen
+                self.member(entry.name, label, counted=first)
+                if not first:
+                    continue
+                seen.add(entry.key)
+                head = disc.read(entry, SNIFF_BYTES)
+                self.count(len(head), label)
+
+                def rest(n: int, entry: discimage.Entry = entry) -> bytes:
+                    more = disc.read(entry, SNIFF_BYTES + n)[SNIFF_BYTES:]
+                    self.count(len(more), label)
+                    return more
+
+                self.content(head, rest, entry.name, label, depth)
+        except discimage.DiscError as e:
+            raise _Damaged(str(e)) from None
+        finally:
+            disc.close()
+
+    def cabinet(self, data: bytes, label: str, depth: int) -> None:
+        try:
+            cab = cabinet.read(data, self.o["max_members"])
+        except cabinet.CabError as e:
+            if "more than" in str(e):
+                raise _Stop(f"{e}: {label}") from None
+            raise _Damaged(str(e)) from None
+        for m in cab.members:
+            self.member(m.name, label)
+        limit = self.o["max_nested_size"]
+        folders: dict[int, bytes | None] = {}
+        for index in sorted({m.folder for m in cab.members}):
+            want = max(m.offset + m.size for m in cab.members if m.folder == index)
+            if want > limit:
+                raise _Stop(f"cabinet folder larger than {limit // MiB} MiB: {label}")
+            try:
+                folders[index] = cabinet.inflate(
+                    data, cab, index, want, lambda out, taken: self.ratio(out, taken, label))
+            except cabinet.CabError as e:
+                raise _Damaged(str(e)) from None
+            self.count(len(folders[index] or b""), label)
+        for m in cab.members:
+            out = folders.get(m.folder)
+            if out is None:         # LZX or Quantum: listed, and left to clamd
+                continue
+            content = out[m.offset:m.offset + m.size]
+            self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read,
+                         m.name, label, depth)
 
     # --- tar ---
 
