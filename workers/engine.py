@@ -33,7 +33,7 @@ from typing import Any
 from shared.config import HeadersConfig
 from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_verdict
 from shared.headers import has_header
-from workers import strip
+from workers import derived, strip
 from workers.message import ParsedMessage
 from workers.scanners.base import Scanner, ScanResult
 
@@ -81,6 +81,10 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
         extra.update(result.extra)
         spam_high = spam_high or result.spam_high
         scanner_headers.update(result.headers)
+        if result.derived:
+            # Content found inside parts (a smuggled file, a decrypted archive's
+            # members): the scanners after this one judge it like attachments.
+            msg = derived.add_parts(msg, result.derived)
 
     verdict = worst_verdict([f.verdict for f in findings])
     for problem in msg.problems:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-SNIFF_BYTES = 40 * 1024     # enough for an ISO 9660 volume descriptor at 0x8001
+SNIFF_BYTES = 64 * 1024     # enough for the volume descriptors of ISO 9660 and UDF (0x8000+)
 
 DESCRIPTIONS = {
     "pe": "Windows executable (PE)",
@@ -26,6 +26,12 @@ DESCRIPTIONS = {
     "registry": "Windows registry file",
     "hta": "HTML application",
     "iso": "ISO 9660 disk image",
+    "udf": "UDF disk image",
+    "vhd": "virtual hard disk (VHD)",
+    "vhdx": "virtual hard disk (VHDX)",
+    "onenote": "OneNote document",
+    "msi": "Windows Installer package",
+    "ole": "OLE compound file (Office 97-2003 document and others)",
     "cab": "Windows cabinet",
     "zip": "zip archive",
     "gzip": "gzip data",
@@ -36,7 +42,8 @@ DESCRIPTIONS = {
     "rar": "RAR archive",
 }
 
-ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar"})   # the ones we can list
+# The ones we can list (the archives scanner walks their members).
+ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar", "iso", "udf", "cab"})
 
 _MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
 _LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00"
@@ -44,6 +51,37 @@ _UTF16_REGEDIT = "Windows Registry Editor".encode("utf-16-le")
 # After "BZh1".."BZh9": a block (digits of pi) or the end of the stream (of
 # sqrt(pi)); without them a text that starts "BZh1" would pass for bzip2.
 _BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# The root storage's class of a Windows Installer database, patch and transform
+# ({000C1084-...}, {000C1086-...}, {000C1082-...}, stored little-endian).
+_MSI_CLASSES = tuple(bytes([b, 0x10, 0x0C, 0]) + bytes(4) + b"\xc0" + bytes(6) + b"\x46"
+                     for b in (0x84, 0x86, 0x82))
+# The file type GUID that starts a OneNote section ({7B5C52E4-D88C-4DA7-AEB1-5378D02996D3}).
+_ONENOTE_MAGIC = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")
+_SECTOR = 2048          # ISO 9660 and UDF volume descriptors: one per 2 KiB sector from 32 KiB
+
+
+def _disc(head: bytes) -> str | None:
+    """ISO 9660 or UDF, from the volume descriptors at 32 KiB (a bridge disc has both)."""
+    ids = [head[at + 1:at + 6] for at in range(16 * _SECTOR, min(len(head), 24 * _SECTOR),
+                                                _SECTOR)]
+    if b"CD001" in ids:
+        return "iso"
+    if b"BEA01" in ids and (b"NSR02" in ids or b"NSR03" in ids):
+        return "udf"
+    return None
+
+
+def _ole(data: bytes) -> str:
+    """An MSI is an OLE compound file whose root storage has the Installer's class."""
+    sector_shift, = struct.unpack_from("<H", data, 0x1E)
+    first_dir, = struct.unpack_from("<I", data, 0x30)
+    if not 9 <= sector_shift <= 12:
+        return "ole"
+    root = (first_dir + 1) << sector_shift     # the header fills sector -1
+    if data[root + 0x50:root + 0x60] in _MSI_CLASSES:
+        return "msi"
+    return "ole"
 
 
 def _mz(data: bytes) -> str | None:
@@ -94,8 +132,19 @@ def sniff(data: bytes) -> str | None:
         return "rar"
     if head[:4] == b"MSCF":
         return "cab"
-    if head[0x8001:0x8006] == b"CD001":
-        return "iso"
+    if head[:8] == _OLE_MAGIC and len(head) >= 512:
+        # The directory may lie past the head in a large file: look in all of it.
+        return _ole(data)
+    if head[:16] == _ONENOTE_MAGIC:
+        return "onenote"
+    if head[:8] == b"vhdxfile":
+        return "vhdx"
+    # A dynamic VHD starts with a copy of its footer; a fixed one has it only at its end.
+    if head[:8] == b"conectix" or data[-512:-504] == b"conectix":
+        return "vhd"
+    disc = _disc(head)
+    if disc:
+        return disc
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:2] == b"#!":
         return "script"

@@ -85,7 +85,9 @@ def test_gzip_inner_name_and_content() -> None:
 
 def test_zip_appended_to_another_file_is_still_listed() -> None:
     found = scan(b"\xff\xd8\xff\xe0 a jpeg " + zip_bytes({"x.exe": b"x"}), "photo.jpg")
-    assert [f.verdict for f in found] == ["blocked"]
+    assert actions(found) == [
+        ("blocked", 'denied extension .exe: "x.exe" in "photo.jpg"'),
+        ("clean", '12 bytes before the first zip entry: "photo.jpg"')]
 
 
 def test_binary_file_that_merely_contains_a_zip_signature_is_not_an_archive() -> None:

@@ -1,4 +1,6 @@
-"""The archives scanner: list zip, tar, gzip, bzip2 and xz archives, nested too.
+"""The archives scanner: list zip, tar, gzip, bzip2 and xz archives, disc images
+(ISO 9660 / UDF, every directory tree) and cabinets, nested too. Every zip in a
+file is found, not only the last (workers/zipfind.py).
 
 Members get the attachments scanner's filename and filetype rules (the same
 defaults; this scanner's table takes the same rule keys). Encrypted archives,
@@ -34,16 +36,23 @@ import zlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from shared.contract import Finding
-from workers.filetype import ARCHIVE_TYPES, SNIFF_BYTES, sniff
-from workers.message import ParsedMessage
-from workers.scanners.base import Scanner, check_fallback, show_name
+from shared.contract import Finding, ScanRequest
+from workers import cabinet, discimage, zipfind
+from workers.derived import derived_part, is_derived
+from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
+from workers.message import ParsedMessage, Part
+from workers.scanners.base import Scanner, ScanResult, check_fallback, show_name
 from workers.scanners.filerules import RULE_DEFAULTS, FileRules
 from workers.strip import locate, pinned
 
 MiB = 2**20
 _RATIO_FLOOR = MiB          # small members may compress steeply (zero padding); ignore them
 _STREAM_CHUNK = 16 * 1024   # compressed bytes fed per step: bounds overshoot past a ratio
+# Before a zip, these make it two archives in one file, not a zip with a preamble.
+_CONTAINERS = ARCHIVE_TYPES | {"7z", "rar", "cab", "iso"}
+# Compressed streams: a zip signature inside one is noise, one after it is a zip.
+# (Not tar: a zip stored in a tar shows its signatures in the tar's bytes.)
+_STREAMS = ("gzip", "bzip2", "xz")
 
 
 class _Stop(Exception):
@@ -59,8 +68,9 @@ def archive_kind(data: bytes) -> str | None:
     if kind in ARCHIVE_TYPES:
         return kind
     # A zip is read from its end, so anything may precede it (a JPEG, a PDF):
-    # every zip reader, and so the recipient, will still find the members.
-    if data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557)) >= 0:
+    # every zip reader, and so the recipient, will still find the members. And
+    # anything may follow it, for readers that start from the front.
+    if data.find(zipfind.EOCD) >= 0:
         return "zip"
     return None
 
@@ -74,7 +84,9 @@ class ArchivesScanner(Scanner):
         "max_expanded_size": 400 * MiB,     # clamd's default MaxScanSize
         "max_nested_size": 32 * MiB,        # an inner archive is held in memory up to this
         "max_ratio": 200,                   # expanded : compressed, per member or stream
+        "max_extracted_size": 64 * MiB,     # content scanned apart from its archive
         "on_encrypted": "blocked",
+        "on_concatenated": "blocked",
         "on_limits": "unscannable",
         "on_damaged": "unscannable",
     }
@@ -82,25 +94,38 @@ class ArchivesScanner(Scanner):
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         self.rules = FileRules.from_options(self.name, self.options)
-        for key in ("on_encrypted", "on_limits", "on_damaged"):
+        for key in ("on_encrypted", "on_concatenated", "on_limits", "on_damaged"):
             check_fallback(self.name, key, self.options[key])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
+        return self.examine(msg).findings
+
+    def run(self, msg: ParsedMessage, request: ScanRequest) -> ScanResult:
+        return self.examine(msg)
+
+    def examine(self, msg: ParsedMessage) -> ScanResult:
+        """Findings, and content inside the archives that clamd must get by itself."""
         walk = _Walk(self.rules, self.options)
         findings: list[Finding] = []
+        found: list[Part] = []
         for part in msg.parts:
             if archive_kind(part.payload) is None:
                 continue
             label = show_name(part.filenames[0]) if part.filenames else part.label
             before = len(walk.findings)
+            notes = len(walk.notes)
+            extracted = len(walk.extracted)
             walk.top(part.payload, label, part.filenames[0] if part.filenames else "")
             new = [(a, d) for a, d in walk.findings[before:] if a != "clean"]
-            if new:
+            new += [("clean", note) for note in walk.notes[notes:]]
+            # A derived part is no piece of the raw message: there is nothing to pin.
+            paths = [] if is_derived(part) or not new else locate(msg.raw, part.payload)
+            for verdict, detail in new:
                 # Pinned to the archive's part, so that a `strip` policy can remove it.
-                paths = locate(msg.raw, part.payload)
-                for verdict, detail in new:
-                    findings += pinned(self.finding(verdict, detail), paths)
-        return list(dict.fromkeys(findings))
+                findings += pinned(self.finding(verdict, detail), paths)
+            found += [derived_part(part, suffix, data, name, how)
+                      for suffix, name, data, how in walk.extracted[extracted:]]
+        return ScanResult(list(dict.fromkeys(findings)), derived=found)
 
 
 class _Walk:
@@ -112,6 +137,10 @@ class _Walk:
         self.members = 0
         self.expanded = 0
         self.findings: list[tuple[str, str]] = []
+        self.notes: list[str] = []      # worth saying, not worth stopping the mail for
+        # (suffix, name, content, how): for clamd, as derived parts of the top part
+        self.extracted: list[tuple[str, str, bytes, str]] = []
+        self.extracted_bytes = 0
 
     def top(self, data: bytes, label: str, name: str) -> None:
         try:
@@ -132,8 +161,9 @@ class _Walk:
             raise _Stop(f"archive compression ratio above {self.o['max_ratio']}:1 "
                         f"(zip bomb?): {label}")
 
-    def member(self, name: str, label: str) -> None:
-        self.members += 1
+    def member(self, name: str, label: str, counted: bool = True) -> None:
+        """A member's name; `counted` False for another name of a member already counted."""
+        self.members += counted
         if self.members > self.o["max_members"]:
             raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
         rule = self.rules.check_name(name)
@@ -144,22 +174,19 @@ class _Walk:
 
     def archive(self, data: bytes, label: str, name: str, depth: int) -> None:
         kind = archive_kind(data)
-        if kind == "zip" and sniff(data) != "zip":
-            # Found only by an end-of-directory signature after other data.
-            # Any binary file has those four bytes now and then; unless a zip
-            # reader can open it, it is no archive, and not a damaged one.
-            try:
-                zipfile.ZipFile(io.BytesIO(data)).close()
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError,
-                    EOFError, OSError):
-                return
         try:
             if kind == "zip":
                 self.zip(data, label, depth)
+            elif kind in _STREAMS and data.find(zipfind.EOCD) >= 0 and self.zip(data, label, depth):
+                pass    # a zip after the stream: zip() walked both
             elif kind == "tar":
                 self.tar(io.BytesIO(data), label, depth, counted=False)
-            elif kind in ("gzip", "bzip2", "xz"):
+            elif kind in _STREAMS:
                 self.compressed(data, kind, label, name, depth)
+            elif kind in ("iso", "udf"):
+                self.disc(data, label, depth)
+            elif kind == "cab":
+                self.cabinet(data, label, depth)
         except _Damaged as e:
             self.findings.append((self.o["on_damaged"], f"damaged archive {label}: {e}"))
 
@@ -182,32 +209,118 @@ class _Walk:
 
     # --- zip ---
 
-    def zip(self, data: bytes, label: str, depth: int) -> None:
+    def zip(self, data: bytes, label: str, depth: int) -> bool:
+        """Walk every zip in `data`; False if there is none (and `data` is no zip)."""
         try:
-            zf = zipfile.ZipFile(io.BytesIO(data))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError,
-                EOFError, OSError) as e:
-            raise _Damaged(f"{type(e).__name__}: {e}") from None
-        with zf:
-            infos = zf.infolist()
-            if self.members + len(infos) > self.o["max_members"]:
-                raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
-            self.zip_sizes(infos, label)
-            if any(i.flag_bits & 0x1 for i in infos):
-                self.findings.append((self.o["on_encrypted"], f"encrypted archive: {label}"))
-            for info in infos:
-                for name in _zip_names(info, data):
-                    self.member(name, label)
-                if info.is_dir() or info.flag_bits & 0x1:
-                    continue
-                try:
-                    with zf.open(info) as f:
-                        self.content(f.read(SNIFF_BYTES), f.read, info.filename, label, depth)
-                except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
-                        EOFError, OSError, lzma.LZMAError, ValueError) as e:
-                    detail = (f"damaged archive member {show_name(info.filename)} in {label}: "
-                              f"{type(e).__name__}")
-                    self.findings.append((self.o["on_damaged"], detail))
+            layout = zipfind.find(data, max_locals=2 * self.o["max_members"] + 100)
+        except zipfind.TooMany as e:
+            raise _Stop(f"{e}: {label}") from None
+        try:
+            if not layout.archives:
+                if sniff(data) != "zip":
+                    # Found only by a signature after other data. Any binary file
+                    # has those four bytes now and then; unless a zip reader can
+                    # open it, it is no archive, and not a damaged one.
+                    return
+                self.orphans(layout.orphans, label, depth)
+                raise _Damaged("BadZipFile: no central directory opens")
+            self.concatenation(data, layout, label, depth)
+            count = len(layout.archives)
+            for i, archive in enumerate(layout.archives, 1):
+                where = f"{label} (zip {i} of {count})" if count > 1 else label
+                self.zip_members(archive.zf, data, where, depth)
+                if i < count:
+                    # clamd, like Python, reads only the last directory: each
+                    # earlier archive goes to it alone.
+                    self.extract(archive.piece(data), f"zip{i}", "", where,
+                                 f"zip {i} of {count} concatenated in {label}")
+            self.orphans(layout.orphans, label, depth)
+            return True
+        finally:
+            layout.close()
+
+    def concatenation(self, data: bytes, layout: zipfind.Layout, label: str,
+                      depth: int) -> None:
+        """More than one archive in the bytes: readers disagree about what it holds."""
+        prefix = layout.prefix
+        before = sniff(data[:min(prefix, SNIFF_BYTES)]) if prefix else None
+        if layout.concatenated or before in _CONTAINERS:
+            what = [f"{len(layout.archives)} zip directories"] if len(layout.archives) > 1 else []
+            if layout.orphans:
+                what.append(f"{len(layout.orphans)} entries no directory lists")
+            if before in _CONTAINERS:
+                what.append(f"{DESCRIPTIONS[before]} before the zip")
+            self.findings.append((self.o["on_concatenated"],
+                                  f"concatenated archives ({', '.join(what)}): {label}"))
+            if before in ARCHIVE_TYPES:
+                self.archive(data[:prefix], f"{label} (data before the zip)", "", depth)
+        elif prefix:
+            self.notes.append(f"{prefix} bytes before the first zip entry: {label}")
+
+    def zip_members(self, zf: zipfile.ZipFile, data: bytes, label: str, depth: int) -> None:
+        infos = zf.infolist()
+        if self.members + len(infos) > self.o["max_members"]:
+            raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
+        self.zip_sizes(infos, label)
+        if any(i.flag_bits & 0x1 for i in infos):
+            self.findings.append((self.o["on_encrypted"], f"encrypted archive: {label}"))
+        for info in infos:
+            names = _zip_names(info, data)
+            for name in names or [""]:      # a member without a name is a member too
+                self.member(name, label)
+            # Not info.is_dir(): it fails on an empty name (IndexError).
+            if info.filename.endswith("/") or info.flag_bits & 0x1:
+                continue
+            try:
+                with zf.open(info) as f:
+                    self.content(f.read(SNIFF_BYTES), f.read, info.filename, label, depth)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
+                    EOFError, OSError, lzma.LZMAError, ValueError) as e:
+                detail = (f"damaged archive member {show_name(info.filename)} in {label}: "
+                          f"{type(e).__name__}")
+                self.findings.append((self.o["on_damaged"], detail))
+
+    def orphans(self, entries: list[zipfind.LocalEntry], label: str, depth: int) -> None:
+        """Local entries that no directory lists: readers that walk local headers show them."""
+        where = f"{label} (entries no directory lists)"
+        for n, entry in enumerate(entries, 1):
+            self.member(entry.name, where)
+            content = self.inflate(entry, where)
+            if content is None:
+                continue
+            self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read,
+                         entry.name, where, depth)
+            self.extract(content, f"entry{n}", entry.name, where,
+                         f"zip entry no directory lists in {label}")
+
+    def inflate(self, entry: zipfind.LocalEntry, label: str) -> bytes | None:
+        """An unlisted entry's content, if it is stored or deflated and its CRC holds."""
+        if entry.compressed is None or entry.flags & 0x1 or entry.method not in (0, 8):
+            return None
+        limit = self.o["max_nested_size"]
+        if entry.method == 0:
+            out = entry.compressed[:limit + 1]
+        else:
+            try:
+                out = zlib.decompressobj(-15).decompress(entry.compressed, limit + 1)
+            except zlib.error:
+                return None
+        self.ratio(len(out), len(entry.compressed), f"{show_name(entry.name)} in {label}")
+        if len(out) > limit:
+            raise _Stop(f"zip entry larger than {limit // MiB} MiB: "
+                        f"{show_name(entry.name)} in {label}")
+        if zlib.crc32(out) != entry.crc:
+            return None     # not an entry after all, or not one any reader would accept
+        self.count(len(out), label)
+        return out
+
+    def extract(self, data: bytes, suffix: str, name: str, label: str, how: str) -> None:
+        """Content clamd would not find in the message by itself: it goes as its own stream."""
+        self.extracted_bytes += len(data)
+        if self.extracted_bytes > self.o["max_extracted_size"]:
+            raise _Stop(f"more than {self.o['max_extracted_size'] // MiB} MiB to scan "
+                        f"separately: {label}")
+        self.extracted.append((suffix, name, data, how))
 
     def zip_sizes(self, infos: list[zipfile.ZipInfo], label: str) -> None:
         """Judge a zip by its directory before inflating anything."""
@@ -220,6 +333,65 @@ class _Walk:
         for (start, size), (next_start, _) in itertools.pairwise(spans):
             if next_start < start + 30 + size:
                 raise _Stop(f"overlapping zip entries (zip bomb): {label}")
+
+    # --- disc images, cabinets ---
+
+    def disc(self, data: bytes, label: str, depth: int) -> None:
+        """Every name in every directory tree of the image; each file's content once."""
+        try:
+            disc = discimage.Disc(data)
+        except discimage.DiscError as e:
+            raise _Damaged(str(e)) from None
+        try:
+            seen: set[tuple[str, int]] = set()
+            for entry in disc.entries(4 * self.o["max_members"]):
+                first = entry.key not in seen
+                self.member(entry.name, label, counted=first)
+                if not first:
+                    continue
+                seen.add(entry.key)
+                head = disc.read(entry, SNIFF_BYTES)
+                self.count(len(head), label)
+
+                def rest(n: int, entry: discimage.Entry = entry) -> bytes:
+                    more = disc.read(entry, SNIFF_BYTES + n)[SNIFF_BYTES:]
+                    self.count(len(more), label)
+                    return more
+
+                self.content(head, rest, entry.name, label, depth)
+        except discimage.DiscError as e:
+            raise _Damaged(str(e)) from None
+        finally:
+            disc.close()
+
+    def cabinet(self, data: bytes, label: str, depth: int) -> None:
+        try:
+            cab = cabinet.read(data, self.o["max_members"])
+        except cabinet.CabError as e:
+            if "more than" in str(e):
+                raise _Stop(f"{e}: {label}") from None
+            raise _Damaged(str(e)) from None
+        for m in cab.members:
+            self.member(m.name, label)
+        limit = self.o["max_nested_size"]
+        folders: dict[int, bytes | None] = {}
+        for index in sorted({m.folder for m in cab.members}):
+            want = max(m.offset + m.size for m in cab.members if m.folder == index)
+            if want > limit:
+                raise _Stop(f"cabinet folder larger than {limit // MiB} MiB: {label}")
+            try:
+                folders[index] = cabinet.inflate(
+                    data, cab, index, want, lambda out, taken: self.ratio(out, taken, label))
+            except cabinet.CabError as e:
+                raise _Damaged(str(e)) from None
+            self.count(len(folders[index] or b""), label)
+        for m in cab.members:
+            out = folders.get(m.folder)
+            if out is None:         # LZX or Quantum: listed, and left to clamd
+                continue
+            content = out[m.offset:m.offset + m.size]
+            self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read,
+                         m.name, label, depth)
 
     # --- tar ---
 
@@ -306,7 +478,7 @@ class _Stream:
     Every byte that comes out counts against the message's expansion budget,
     and the ratio of bytes out to bytes in is watched as it goes, so a bomb is
     stopped after a few megabytes. Concatenated streams (legal in all three
-    formats) are followed.
+    formats) are followed, in time linear in their number.
     """
 
     def __init__(self, data: bytes, kind: str, walk: _Walk, label: str) -> None:
@@ -344,9 +516,14 @@ class _Stream:
             given = self._input() if d.needs_input else b""
             out = d.decompress(given, want)
         if d.eof:
-            rest = d.unused_data + bytes(self.data[self.pos:])
-            if rest and sniff(rest) == self.kind:        # another stream follows
-                self.data, self.pos, self.tail = memoryview(rest), 0, b""
+            # Where the next stream would start: the input the decompressor did
+            # not use is a suffix of what it was given. Only a position moves,
+            # so thousands of concatenated streams cost no copying of the rest.
+            unused = len(d.unused_data) + len(getattr(d, "unconsumed_tail", b""))
+            self.pos -= unused
+            self.fed -= unused
+            if sniff(bytes(self.data[self.pos:self.pos + 16])) == self.kind:
+                self.tail = b""             # another stream follows
                 self.d = self._decompressor()
             else:
                 self.done = True

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from shared.config import ConfigError
 from shared.contract import Finding, ScanRequest
-from workers.message import ParsedMessage, ParseLimits
+from workers.message import ParsedMessage, ParseLimits, Part
 
 # The verdicts a "what to do when ..." option (on_encrypted, on_limit, ...) may name.
 FALLBACK_VERDICTS = ("blocked", "unscannable", "clean")
@@ -50,13 +50,15 @@ class ScanResult:
     name *suffix* to its value: the engine adds the configured prefix
     ("Spam-Score" -> "X-Holdscan-Spam-Score") and replaces any header of that
     name the sender put there, so the scanner needs to know nothing of the
-    [headers] configuration.
+    [headers] configuration. `derived` is content the scanner found inside the
+    parts (workers/derived.py): the scanners after it see it as more parts.
     """
 
     findings: list[Finding]
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     spam_high: bool = False
+    derived: list[Part] = field(default_factory=list)
 
 
 class Scanner(ABC):

@@ -40,7 +40,10 @@ DENY_PATTERNS = [
 # Sniffed types denied whatever the name. Scripts with a #! line are not denied
 # by default: mail between administrators carries them, and on the desktops
 # that matter they do not run on a double-click (their extensions are denied).
-DENY_TYPES = ["pe", "msdos", "elf", "mach-o", "lnk", "registry", "hta"]
+# Disk images and installers are denied by content as their extensions are by name:
+# Windows mounts or runs them on a double-click, whatever they are called.
+DENY_TYPES = ["pe", "msdos", "elf", "mach-o", "lnk", "registry", "hta",
+              "iso", "udf", "vhd", "vhdx", "msi"]
 
 RULE_DEFAULTS: dict[str, Any] = {
     "deny_extensions": DENY_EXTENSIONS,
