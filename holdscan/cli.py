@@ -70,8 +70,12 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     check_identity(spool.settings.mail_owner)
     spool.prepare()
     spool.lock_dispatcher()     # one dispatcher per spool, for the life of this process
+    web = None
+    if cfg.web.enabled:
+        from dispatcher import webrequests
+        web = webrequests.prepare(spool, cfg.web)
     if not args.no_drop_privileges:
-        drop_privileges(spool.settings.mail_owner)
+        drop_privileges(spool.settings.mail_owner, [web.gid] if web else [])
     # Everything imported from here on is read as mail_owner: fail now, in one line, not at
     # the first lazy import with mail piling up in hold.
     verify_runtime(spool.settings.mail_owner)
@@ -87,7 +91,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     else:
         transport = CeleryTransport(cfg, dispatcher_id)
     return Dispatcher(cfg, spool, transport, dispatcher_id=dispatcher_id,
-                      once=args.once).run()
+                      once=args.once, web=web).run()
 
 
 # -- worker ---------------------------------------------------------------------------------
