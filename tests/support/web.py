@@ -95,3 +95,41 @@ def run_as(uid: int, gid: int, code: str, groups: tuple[int, ...] = ()
 
 
 __all__ = ["WEB_USER", "quarantine_message", "run_as", "spool", "web_config", "web_user"]
+
+
+# -- a running site: Postfix, dispatcher and `holdscan web` ---------------------------------
+
+# Mail that tries to get its own markup or script into the pages, every way it can.
+MARKER = "window.__pwned"
+HOSTILE_SENDER = f'"<script>{MARKER}=1</script>"@example.test'
+HOSTILE_SUBJECT = f"<script>{MARKER}=2</script> <img src=x onerror=\"{MARKER}=3\">"
+
+
+def hostile_message() -> bytes:
+    b64_script = "PHNjcmlwdD53aW5kb3cuX19wd25lZD00PC9zY3JpcHQ+"    # <script>window.__pwned=4</script>
+    return (
+        f"From: \"<b onmouseover={MARKER}=5>Boss</b>\" <boss@example.test>\r\n"
+        "To: r@example.test\r\n"
+        f"Subject: {HOSTILE_SUBJECT} =?utf-8?b?{b64_script}?=\r\n"
+        "Message-ID: <hostile@holdscan.test>\r\n"
+        f"X-Evil: <svg onload=\"{MARKER}=6\"></svg>\r\n"
+        "X-Crlf: =?utf-8?q?first=0D=0AInjected-Header:_yes?=\r\n"
+        f"List-Unsubscribe: <javascript:{MARKER}=7>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+        "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"<script>{MARKER}=8</script> <a href=\"javascript:{MARKER}=9\">click me</a>\r\n"
+        "--b1\r\nContent-Type: text/html\r\n\r\n"
+        f"<html><body><script>{MARKER}=10</script><p>HTML-ONLY-TEXT</p></body></html>\r\n"
+        "--b1\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Disposition: attachment; filename=\"<img src=x onerror={MARKER}=11>.exe\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n"
+        "--b1\r\nContent-Type: application/pdf\r\n"
+        f"Content-Disposition: attachment; filename*=utf-8''%3Cscript%3E{MARKER}%3D12%3C%2Fscript%3E.pdf\r\n"
+        "\r\n%PDF-1.4\r\n--b1--\r\n").encode()
+
+
+def message(subject: str, body: str = "hello\r\n", sender: str = "alice@example.test",
+            to: str = "r@example.test") -> bytes:
+    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{abs(hash(subject))}@holdscan.test>\r\n\r\n{body}").encode()
