@@ -23,6 +23,11 @@ dispatcher at start) finishes or undoes:
                                        crash: recover removes the rest
              remove it
 
+Readers: when the store's directory is readable by a group (the web's, set up
+by dispatcher/webrequests.py), each entry is shared with it as it is stored:
+the entry's directory 0750, meta.json and queuefile 0640 in that group. The
+group can read entries, never change them.
+
 A second release of the same entry finds released_as and does nothing, so a
 release repeated after a crash delivers the message once. The released file
 is a new queue file in Postfix's incoming queue: it is never held, and so
@@ -37,6 +42,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +117,7 @@ class QuarantineDir:
         """Move a taken entry into place (idempotent)."""
         tmp = self.building(entry_id)
         if tmp.exists() and not (self.dir / entry_id).exists():
+            share(tmp, reader_group(self.dir))
             os.rename(tmp, self.dir / entry_id)
             fsync_dir(self.dir)
 
@@ -380,7 +387,43 @@ class QuarantineStore:
     def _write_meta(self, e: QuarantineEntry, meta: dict[str, Any]) -> None:
         durable.write_file(e.path / "meta.json", json.dumps(meta, indent=1).encode(),
                            owner=self.spool.owner if os.geteuid() == 0 else None)
+        share(e.path, reader_group(self.dir), only=("meta.json",))
         e.meta = meta
+
+
+def reader_group(directory: Path) -> int | None:
+    """The group that may read the store (the web's): the store directory's group when
+    that group may list it; None when the store is private."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_gid if st.st_mode & 0o050 == 0o050 else None
+
+
+def share(entry: Path, gid: int | None, only: tuple[str, ...] = ("", *_KEEP)) -> None:
+    """Let group `gid` read an entry (its directory 0750, meta.json and queuefile 0640).
+
+    Best effort: whoever cannot change the group (a command run as mail_owner outside
+    the web's group) leaves the entry private, and the web does not list it until the
+    dispatcher shares it at its next start.
+    """
+    if gid is None:
+        return
+    for name in only:
+        p = entry / name if name else entry
+        try:
+            st = os.lstat(p)
+            if st.st_gid != gid:
+                os.chown(p, -1, gid, follow_symlinks=False)
+            want = 0o750 if name == "" else 0o640
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(p, want)
+        except FileNotFoundError:
+            continue
+        except PermissionError as e:
+            log.warning("cannot share quarantine entry %s with group %d: %s", entry, gid, e)
+            return
 
 
 def _who() -> str:
@@ -396,4 +439,4 @@ def format_time(t: float) -> str:
 
 
 __all__ = ["QuarantineEntry", "QuarantineError", "QuarantineStore", "Release", "entries",
-           "format_time", "parse_since"]
+           "format_time", "parse_since", "reader_group", "share"]

@@ -46,6 +46,7 @@ from dispatcher.status import Stats, StatusFile
 from dispatcher.transport import Transport, TransportError, reply_key
 from dispatcher.upkeep import Upkeep
 from dispatcher.watcher import Watcher
+from dispatcher.webrequests import WebIdentity, WebRequests
 from shared.config import Config
 from shared.contract import ContractError, Started, Verdict
 from shared.crashpoints import crashpoint
@@ -56,7 +57,8 @@ log = logging.getLogger("holdscan.dispatcher")
 
 class Dispatcher:
     def __init__(self, cfg: Config, spool: Spool, transport: Transport,
-                 dispatcher_id: str = "", once: bool = False) -> None:
+                 dispatcher_id: str = "", once: bool = False,
+                 web: WebIdentity | None = None) -> None:
         self.cfg = cfg
         self.options = cfg.dispatcher
         self.spool = spool
@@ -71,6 +73,8 @@ class Dispatcher:
         self.in_flight = Tracker.from_config(self.attempts, cfg)
         self.intake = Intake(spool, self.stats, self.options.rescan_interval)
         self.upkeep = Upkeep(spool, self.stats, self.options.quarantine_days)
+        # The web's requests and digests (dispatcher/webrequests.py), if it is set up.
+        self.web = WebRequests(spool, cfg, web) if web is not None else None
         self.status = StatusFile(spool.state_dir / "status.json")
         self.inbox = Inbox()
         self.watcher = Watcher(spool.hold_dir, self.inbox.path)
@@ -108,6 +112,8 @@ class Dispatcher:
                     next_housekeeping = now + 1.0
                 self.intake.tick(now)
                 self.upkeep.tick(now)
+                if self.web is not None:
+                    self.web.tick(now)
                 if self.once:
                     self.stats.progress(total, len(self.in_flight))
                     if not self.intake and not self.in_flight and not self.in_flight.unsent:

@@ -1,4 +1,5 @@
-"""The `holdscan` command: dispatch, worker, status, quarantine, policy, queue, check, demo.
+"""The `holdscan` command: dispatch, worker, status, quarantine, policy, queue, web, check,
+demo.
 
 Errors a user can cause end in one line that says what to do (exit 2), never
 a traceback.
@@ -70,8 +71,12 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     check_identity(spool.settings.mail_owner)
     spool.prepare()
     spool.lock_dispatcher()     # one dispatcher per spool, for the life of this process
+    web = None
+    if cfg.web.enabled:
+        from dispatcher import webrequests
+        web = webrequests.prepare(spool, cfg.web)
     if not args.no_drop_privileges:
-        drop_privileges(spool.settings.mail_owner)
+        drop_privileges(spool.settings.mail_owner, [web.gid] if web else [])
     # Everything imported from here on is read as mail_owner: fail now, in one line, not at
     # the first lazy import with mail piling up in hold.
     verify_runtime(spool.settings.mail_owner)
@@ -87,7 +92,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     else:
         transport = CeleryTransport(cfg, dispatcher_id)
     return Dispatcher(cfg, spool, transport, dispatcher_id=dispatcher_id,
-                      once=args.once).run()
+                      once=args.once, web=web).run()
 
 
 # -- worker ---------------------------------------------------------------------------------
@@ -340,6 +345,40 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%a %b %d %H:%M:%S %Y UTC")
 
 
+# -- web ------------------------------------------------------------------------------------
+def cmd_web(args: argparse.Namespace) -> int:
+    from holdscan.web.server import become_web_user, serve
+    cfg = _load(args)
+    if args.listen:
+        cfg.web.listen = args.listen
+        config_mod.validate(cfg)
+    spool = _spool(cfg)
+    data_dir = become_web_user(cfg, spool.settings.mail_owner)
+    if args.passwd:
+        import getpass
+
+        from holdscan.web.auth import Admins, AuthError
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.passwd}: ")
+            if getpass.getpass("again: ") != password:
+                raise UsageError("the two passwords differ; nothing changed")
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+        try:
+            Admins(data_dir / "admins").set(args.passwd, password)
+        except AuthError as e:
+            raise UsageError(str(e)) from None
+        print(f"{args.passwd} may log in to holdscan web")
+        return 0
+    if args.remove_admin:
+        from holdscan.web.auth import Admins
+        if not Admins(data_dir / "admins").remove(args.remove_admin):
+            raise UsageError(f"no administrator {args.remove_admin}")
+        print(f"{args.remove_admin} removed")
+        return 0
+    return serve(cfg, spool.state_dir, spool.quarantine_dir, data_dir)
+
+
 # -- check / demo ---------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from holdscan.check import main_check
@@ -522,6 +561,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="PATH|ID", help="a queue file, or a queue ID to look up "
                    "in hold, incoming, active, deferred and corrupt")
     p.set_defaults(func=cmd_queue_cat)
+
+    p = sub.add_parser("web", help="the quarantine in a browser (docs/web.md)")
+    _common(p)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="where to serve (default: web.listen, 127.0.0.1:8025)")
+    p.add_argument("--passwd", metavar="NAME", help="set NAME's password (asked, or one line "
+                   "on standard input) instead of serving (default: serve)")
+    p.add_argument("--remove-admin", metavar="NAME",
+                   help="remove an administrator instead of serving (default: serve)")
+    p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("check", help="verify this host's set-up and say how to fix it")
     _common(p)

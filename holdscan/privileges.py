@@ -78,12 +78,13 @@ def check_identity(user: str) -> None:
                            f"Postfix's mail_owner {user}; you are uid {os.geteuid()}")
 
 
-def drop_privileges(user: str) -> None:
+def drop_privileges(user: str, groups: Iterable[int] = ()) -> None:
     """Run as Postfix's mail_owner: files we create must belong to it, and a root-owned
-    file in incoming makes qmgr exit."""
+    file in incoming makes qmgr exit. `groups`: supplementary groups to keep (the web's,
+    so that quarantine entries can be shared with it)."""
     pw = pwd.getpwnam(user)
     if os.geteuid() == 0:
-        os.setgroups([])
+        os.setgroups(list(groups))
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
 

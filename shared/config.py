@@ -89,6 +89,32 @@ NOTIFY_ON = ("quarantine", "strip", "discard")
 
 
 @dataclass
+class WebConfig:
+    """`holdscan web` and the dispatcher's side of it (docs/web.md)."""
+    enabled: bool = False           # the dispatcher takes requests from the web, sends digests
+    listen: str = "127.0.0.1:8025"
+    user: str = "holdscan-web"      # the web process runs as this user (dropped from root)
+    group: str = "holdscan-web"     # may read quarantine metadata and drop requests
+    data_dir: str = "/var/lib/holdscan-web"    # the web's own: index, admins, session key
+    auth: str = "password"          # or "header": the reverse proxy names the user
+    auth_header: str = "X-Remote-User"
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    cookie_secure: bool = False     # true behind a TLS proxy (docs/web.md)
+    session_hours: float = 8.0
+    login_attempts: int = 5         # failed logins per client and per name in 5 minutes
+    base_url: str = ""              # https://quarantine.example.com: links in digests
+    digest: bool = False            # a daily digest to each recipient of quarantined mail
+    digest_sender: str = ""         # From: of digests; empty: notify.sender's default
+    link_days: int = 7              # digest links expire after this many days
+    recipient_release: list[str] = field(default_factory=lambda: ["spam", "blocked"])
+    page_size: int = 50
+
+
+# A recipient may never release these, whatever [web] recipient_release says.
+NEVER_RECIPIENT_RELEASE = ("infected",)
+
+
+@dataclass
 class Config:
     postfix: PostfixConfig = field(default_factory=PostfixConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
@@ -96,6 +122,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     headers: HeadersConfig = field(default_factory=HeadersConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     scanners: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy: dict[str, Any] = field(default_factory=dict)
     source: str = ""                # the file this came from, for messages
@@ -221,6 +248,7 @@ def validate(cfg: Config) -> None:
                               f"got {address!r}")
     if n.rate_limit < 0:
         raise ConfigError(f"notify.rate_limit must be 0 (no limit) or more, got {n.rate_limit}")
+    _validate_web(cfg.web)
     if d.on_max_attempts not in ("quarantine", "hold"):
         raise ConfigError(f"dispatcher.on_max_attempts must be 'quarantine' or 'hold', "
                           f"got {d.on_max_attempts!r}")
@@ -233,3 +261,20 @@ def validate(cfg: Config) -> None:
     for name, table in cfg.scanners.items():
         if not isinstance(table, dict):
             raise ConfigError(f"[scanners.{name}] must be a table")
+
+
+def _validate_web(w: WebConfig) -> None:
+    if w.auth not in ("password", "header"):
+        raise ConfigError(f"web.auth must be 'password' or 'header', got {w.auth!r}")
+    bad = [v for v in w.recipient_release if v in NEVER_RECIPIENT_RELEASE]
+    if bad:
+        raise ConfigError(f"web.recipient_release: a recipient may never release {bad[0]!r} "
+                          "mail; an administrator can")
+    host, _, port = w.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"web.listen must be HOST:PORT like 127.0.0.1:8025, got {w.listen!r}")
+    if w.digest and not w.base_url.startswith(("https://", "http://")):
+        raise ConfigError("web.digest needs web.base_url, the address recipients reach the web "
+                          "at (https://quarantine.example.com)")
+    if w.link_days < 1 or w.page_size < 1 or w.login_attempts < 1:
+        raise ConfigError("web.link_days, web.page_size and web.login_attempts must be at least 1")

@@ -1,0 +1,1 @@
+"""holdscan's web face of the quarantine (`holdscan web`; docs/web.md)."""
