@@ -4,7 +4,8 @@ A private Postfix that holds every message it receives, Redis, clamd with a
 generated EICAR signature, the dispatcher, two Celery workers and Flower, all
 on free loopback ports. It sends a mixed set of messages by SMTP, shows them
 flow, and prints where each one ended. Everything it started is stopped, and
-everything it wrote removed, when it ends — also on Ctrl-C.
+everything it wrote removed, when it ends — also on Ctrl-C, SIGTERM (`timeout`,
+systemd, `kill`) and SIGHUP (a closed terminal), at any moment.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import sys
@@ -31,6 +33,25 @@ EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!
 
 class DemoError(RuntimeError):
     pass
+
+
+class DemoStopped(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP: unwind, so that everything started is stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    # Once: a second signal must not cut the clean-up short (a closed terminal may send
+    # SIGHUP and then SIGTERM; an impatient user presses Ctrl-C twice).
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise DemoStopped(signum)
 
 
 def _attachment_message(n: int, subject: str, filename: str, payload: bytes,
@@ -174,16 +195,27 @@ def run_demo(keep: bool = False, out: TextIO | None = None) -> list[dict[str, st
             try:
                 while True:
                     time.sleep(1)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, DemoStopped):
                 write("\n")
         write("stopping and cleaning up ...\n")
     return rows
 
 
 def main_demo(keep: bool = False) -> int:
+    # Without these, SIGTERM and SIGHUP kill the demo at once, and the dispatcher, the
+    # workers (in sessions of their own), Redis, clamd, Postfix and their directories
+    # stay behind. Raising instead unwinds run_demo's ExitStack, as Ctrl-C does.
+    previous = {s: signal.signal(s, _stop) for s in STOP_SIGNALS}
     try:
         run_demo(keep=keep)
     except DemoError as e:
         print(f"holdscan demo: {e}", file=sys.stderr)
         return 2
+    except DemoStopped as e:
+        print(f"holdscan demo: stopped by {e}; everything it started is stopped and removed",
+              file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return 0

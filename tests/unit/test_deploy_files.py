@@ -109,7 +109,7 @@ def test_compose_implementation_accepts_it(tmp_path: Path) -> None:
     argv = [require_program("docker-compose")]
     env = tmp_path / "env"
     shutil.copy(ENV_EXAMPLE, env)
-    for profile in ([], ["--profile", "mailhost"]):
+    for profile in ([], ["--profile", "mailhost"], ["--profile", "ha"]):
         p = subprocess.run([*argv, "--env-file", str(env), "-f", str(COMPOSE), *profile,
                             "config", "--services"],
                            capture_output=True, text=True, timeout=60)
@@ -117,8 +117,10 @@ def test_compose_implementation_accepts_it(tmp_path: Path) -> None:
         services = set(p.stdout.split())
         # docker-compose v1 lists profiled services without --profile too.
         expected = {"redis", "clamd", "worker", "flower"}
-        if profile:
+        if "mailhost" in profile:
             expected |= {"postfix", "dispatcher"}
+        if "ha" in profile:
+            expected |= {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
         assert expected <= services, p.stdout
 
 
@@ -185,6 +187,49 @@ def test_mailhost_profile_shares_one_spool(compose: dict[str, Any]) -> None:
     assert services["dispatcher"]["command"][:2] == ["holdscan", "dispatch"]
     for name in ("redis", "clamd", "worker", "flower"):
         assert "profiles" not in services[name]
+
+
+def test_ha_profile_watches_redis_with_three_sentinels(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    password = env_example()["REDIS_PASSWORD"]
+    replica = " ".join(services["redis-replica"]["command"])
+    assert "--replicaof redis 6379" in replica and '--masterauth "$REDIS_PASSWORD"' in replica
+    assert "--maxmemory-policy noeviction" in replica and "--appendonly yes" in replica
+    # The master needs masterauth too: Sentinel makes it a replica when it comes back.
+    assert '--masterauth "$REDIS_PASSWORD"' in " ".join(services["redis"]["command"])
+    sentinels = [f"sentinel-{n}" for n in (1, 2, 3)]
+    for name in ["redis-replica", *sentinels]:
+        assert services[name]["profiles"] == ["ha"], name
+    for name in sentinels:
+        command = " ".join(services[name]["command"])
+        assert '"sentinel monitor holdscan redis 6379 2"' in command
+        assert command.index("resolve-hostnames yes") < command.index("sentinel monitor")
+        assert "exec redis-sentinel" in command
+        assert services[name]["environment"]["REDIS_PASSWORD"] == password
+    # The clients name the same group and password as the Sentinels' configuration.
+    env = services["worker"]["environment"]
+    assert env["HOLDSCAN_SENTINEL_MASTER"] == "holdscan"
+    assert env["HOLDSCAN_SENTINEL_PASSWORD"] == password
+    # Flower loads the app, and with it the Sentinel transport options.
+    assert "-A workers.app" in " ".join(services["flower"]["command"])
+
+
+def test_ha_settings_of_env_example_make_a_sentinel_broker() -> None:
+    """.env.example's comment says what to set for the profile "ha": that must give a
+    broker URL holdscan accepts, through the three Sentinels."""
+    from shared.celeryapp import transport_options
+    from shared.redisurl import SentinelURL
+
+    text = ENV_EXAMPLE.read_text()
+    scheme, address = re.findall(r'with the profile "ha", "([^"]+)" and\n# "([^"]+)"', text)[0]
+    env = {**env_example(), "BROKER_SCHEME": scheme, "BROKER_ADDRESS": address}
+    raw = yaml.safe_load(COMPOSE.read_text())
+    worker_env = interpolate(raw, env)["services"]["worker"]["environment"]
+    cfg = config_mod.load(env=worker_env)
+    assert [h for h, _ in SentinelURL.parse(cfg.broker.url).sentinels] == \
+        ["sentinel-1", "sentinel-2", "sentinel-3"]
+    assert SentinelURL.parse(cfg.broker.url).password == env["REDIS_PASSWORD"]
+    assert transport_options(cfg)["master_name"] == "holdscan"
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
