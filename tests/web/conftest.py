@@ -23,12 +23,19 @@ from holdscan.lab.cluster import Cluster
 from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.sink import Sink
 from shared.webrequest import WebPaths
-from tests.support.web import (HOSTILE_SENDER, hostile_message, message, quarantine_message,
-                               spool, web_config)
+from tests.support.web import (
+    ADMIN,
+    HOSTILE_SENDER,
+    PASSWORD,
+    SECOND_ADMIN,
+    hostile_message,
+    message,
+    quarantine_message,
+    spool,
+    web_config,
+)
 
 HOLDSCAN = str(Path(sys.executable).parent / "holdscan")
-ADMIN, PASSWORD = "admin", "correct horse battery"
-SECOND_ADMIN = "bob"
 
 
 @dataclass
