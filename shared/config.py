@@ -175,6 +175,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         cfg.broker.url = env["HOLDSCAN_BROKER"]
     if env.get("HOLDSCAN_CONTENT_URL"):
         cfg.broker.content_url = env["HOLDSCAN_CONTENT_URL"]
+    if env.get("HOLDSCAN_WEB_ENABLED"):
+        cfg.web.enabled = env["HOLDSCAN_WEB_ENABLED"].strip().lower() in ("1", "true", "yes")
     if env.get("HOLDSCAN_CLAMD"):
         cfg.scanners.setdefault("clamav", {})["addresses"] = env["HOLDSCAN_CLAMD"].split(",")
     validate(cfg)

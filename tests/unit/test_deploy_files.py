@@ -118,7 +118,7 @@ def test_compose_implementation_accepts_it(tmp_path: Path) -> None:
         # docker-compose v1 lists profiled services without --profile too.
         expected = {"redis", "clamd", "worker", "flower"}
         if profile:
-            expected |= {"postfix", "dispatcher"}
+            expected |= {"postfix", "dispatcher", "web"}
         assert expected <= services, p.stdout
 
 
@@ -185,6 +185,18 @@ def test_mailhost_profile_shares_one_spool(compose: dict[str, Any]) -> None:
     assert services["dispatcher"]["command"][:2] == ["holdscan", "dispatch"]
     for name in ("redis", "clamd", "worker", "flower"):
         assert "profiles" not in services[name]
+
+
+def test_mailhost_web_shares_the_spool_and_the_dispatcher_takes_its_requests(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    web = services["web"]
+    assert web["profiles"] == ["mailhost"] and web["command"][:2] == ["holdscan", "web"]
+    # The same image: the web's group has the same gid on both sides of the volume.
+    assert web["image"] == services["dispatcher"]["image"]
+    assert "postfix-spool:/var/spool/postfix" in web["volumes"]
+    assert services["dispatcher"]["environment"]["HOLDSCAN_WEB_ENABLED"] == "true"
+    assert web["ports"][0].startswith("127.0.0.1:")          # plain HTTP: loopback
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
@@ -297,6 +309,7 @@ def unit_sections(path: Path) -> dict[str, dict[str, list[str]]]:
 UNITS = {
     "holdscan-dispatch.service": "holdscan dispatch --config /etc/holdscan/holdscan.toml",
     "holdscan-worker.service": "holdscan worker --config /etc/holdscan/holdscan.toml",
+    "holdscan-web.service": "holdscan web --config /etc/holdscan/holdscan.toml",
 }
 
 
@@ -315,6 +328,11 @@ def test_systemd_unit_structure(unit: str) -> None:
         assert service["ReadWritePaths"] == ["/var/spool/postfix"]
         caps = service["CapabilityBoundingSet"][0].split()
         assert {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"} <= set(caps)
+    if unit == "holdscan-web.service":
+        # Never root, no capabilities; writes only its requests (and its StateDirectory).
+        assert service["User"] == ["holdscan-web"]
+        assert service["CapabilityBoundingSet"] == [""]
+        assert service["ReadWritePaths"] == ["/var/spool/postfix/holdscan/webrequests"]
 
 
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
