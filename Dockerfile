@@ -29,6 +29,9 @@ RUN echo "postfix postfix/main_mailer_type select Internet Site" | debconf-set-s
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# holdscan web's own user (the service "web" drops to it).
+RUN useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin holdscan-web
 COPY deploy/postfix/ /usr/share/holdscan/postfix/
 COPY deploy/docker/postfix-start.sh /usr/local/bin/holdscan-postfix-start
 EXPOSE 25

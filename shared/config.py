@@ -193,6 +193,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         cfg.broker.sentinel_master = env["HOLDSCAN_SENTINEL_MASTER"]
     if env.get("HOLDSCAN_SENTINEL_PASSWORD"):
         cfg.broker.sentinel_password = env["HOLDSCAN_SENTINEL_PASSWORD"]
+    if env.get("HOLDSCAN_WEB_ENABLED"):
+        cfg.web.enabled = env["HOLDSCAN_WEB_ENABLED"].strip().lower() in ("1", "true", "yes")
     if env.get("HOLDSCAN_CLAMD"):
         cfg.scanners.setdefault("clamav", {})["addresses"] = env["HOLDSCAN_CLAMD"].split(",")
     validate(cfg)

@@ -27,6 +27,8 @@ from tests.support.mail import send
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_USER = "holdscan-webtest"
+# The administrators tests/web/conftest.py makes.
+ADMIN, SECOND_ADMIN, PASSWORD = "admin", "bob", "correct horse battery"
 
 
 def web_user() -> tuple[str, int, int]:
@@ -94,7 +96,6 @@ def run_as(uid: int, gid: int, code: str, groups: tuple[int, ...] = ()
                           text=True, timeout=60)
 
 
-__all__ = ["WEB_USER", "quarantine_message", "run_as", "spool", "web_config", "web_user"]
 
 
 # -- a running site: Postfix, dispatcher and `holdscan web` ---------------------------------
@@ -106,7 +107,8 @@ HOSTILE_SUBJECT = f"<script>{MARKER}=2</script> <img src=x onerror=\"{MARKER}=3\
 
 
 def hostile_message() -> bytes:
-    b64_script = "PHNjcmlwdD53aW5kb3cuX19wd25lZD00PC9zY3JpcHQ+"    # <script>window.__pwned=4</script>
+    # <script>window.__pwned=4</script>
+    b64_script = "PHNjcmlwdD53aW5kb3cuX19wd25lZD00PC9zY3JpcHQ+"
     return (
         f"From: \"<b onmouseover={MARKER}=5>Boss</b>\" <boss@example.test>\r\n"
         "To: r@example.test\r\n"
@@ -125,7 +127,8 @@ def hostile_message() -> bytes:
         f"Content-Disposition: attachment; filename=\"<img src=x onerror={MARKER}=11>.exe\"\r\n"
         "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n"
         "--b1\r\nContent-Type: application/pdf\r\n"
-        f"Content-Disposition: attachment; filename*=utf-8''%3Cscript%3E{MARKER}%3D12%3C%2Fscript%3E.pdf\r\n"
+        "Content-Disposition: attachment; "
+        f"filename*=utf-8''%3Cscript%3E{MARKER}%3D12%3C%2Fscript%3E.pdf\r\n"
         "\r\n%PDF-1.4\r\n--b1--\r\n").encode()
 
 
@@ -133,3 +136,8 @@ def message(subject: str, body: str = "hello\r\n", sender: str = "alice@example.
             to: str = "r@example.test") -> bytes:
     return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
             f"Message-ID: <{abs(hash(subject))}@holdscan.test>\r\n\r\n{body}").encode()
+
+
+__all__ = ["ADMIN", "HOSTILE_SENDER", "HOSTILE_SUBJECT", "MARKER", "PASSWORD", "SECOND_ADMIN",
+           "WEB_USER", "hostile_message", "message", "quarantine_message", "run_as", "spool",
+           "web_config", "web_user"]

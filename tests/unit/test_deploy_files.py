@@ -118,7 +118,7 @@ def test_compose_implementation_accepts_it(tmp_path: Path) -> None:
         # docker-compose v1 lists profiled services without --profile too.
         expected = {"redis", "clamd", "worker", "flower"}
         if "mailhost" in profile:
-            expected |= {"postfix", "dispatcher"}
+            expected |= {"postfix", "dispatcher", "web"}
         if "ha" in profile:
             expected |= {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
         assert expected <= services, p.stdout
@@ -232,6 +232,18 @@ def test_ha_settings_of_env_example_make_a_sentinel_broker() -> None:
     assert transport_options(cfg)["master_name"] == "holdscan"
 
 
+def test_mailhost_web_shares_the_spool_and_the_dispatcher_takes_its_requests(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    web = services["web"]
+    assert web["profiles"] == ["mailhost"] and web["command"][:2] == ["holdscan", "web"]
+    # The same image: the web's group has the same gid on both sides of the volume.
+    assert web["image"] == services["dispatcher"]["image"]
+    assert "postfix-spool:/var/spool/postfix" in web["volumes"]
+    assert services["dispatcher"]["environment"]["HOLDSCAN_WEB_ENABLED"] == "true"
+    assert web["ports"][0].startswith("127.0.0.1:")          # plain HTTP: loopback
+
+
 def test_every_compose_variable_is_documented_in_env_example() -> None:
     used, documented = compose_variables(), set(env_example())
     assert used - documented == set(), "used in docker-compose.yml, missing in .env.example"
@@ -342,6 +354,7 @@ def unit_sections(path: Path) -> dict[str, dict[str, list[str]]]:
 UNITS = {
     "holdscan-dispatch.service": "holdscan dispatch --config /etc/holdscan/holdscan.toml",
     "holdscan-worker.service": "holdscan worker --config /etc/holdscan/holdscan.toml",
+    "holdscan-web.service": "holdscan web --config /etc/holdscan/holdscan.toml",
 }
 
 
@@ -360,6 +373,11 @@ def test_systemd_unit_structure(unit: str) -> None:
         assert service["ReadWritePaths"] == ["/var/spool/postfix"]
         caps = service["CapabilityBoundingSet"][0].split()
         assert {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"} <= set(caps)
+    if unit == "holdscan-web.service":
+        # Never root, no capabilities; writes only its requests (and its StateDirectory).
+        assert service["User"] == ["holdscan-web"]
+        assert service["CapabilityBoundingSet"] == [""]
+        assert service["ReadWritePaths"] == ["/var/spool/postfix/holdscan/webrequests"]
 
 
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:

@@ -24,7 +24,10 @@ from holdscan.lab.postfix import PostfixInstance, free_port
 from holdscan.lab.sink import Sink
 from shared.webrequest import WebPaths
 from tests.support.web import (
+    ADMIN,
     HOSTILE_SENDER,
+    PASSWORD,
+    SECOND_ADMIN,
     hostile_message,
     message,
     quarantine_message,
@@ -33,8 +36,6 @@ from tests.support.web import (
 )
 
 HOLDSCAN = str(Path(sys.executable).parent / "holdscan")
-ADMIN, PASSWORD = "admin", "correct horse battery"
-SECOND_ADMIN = "bob"
 
 
 @dataclass

@@ -15,8 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.browser import chromium, screenshot
-from tests.support.web import MARKER, spool
-from tests.web.conftest import ADMIN, PASSWORD
+from tests.support.web import ADMIN, MARKER, PASSWORD, spool
 
 pytestmark = [pytest.mark.postfix]
 
