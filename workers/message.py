@@ -117,6 +117,14 @@ class Part:
     def digest(self) -> bytes:
         return _digest(self.payload)
 
+    @property
+    def alternative(self) -> bool:
+        """Not the plain reading of a part: another decoding ("2~1"), a part only
+        another cut reveals ("2.alt1"), a file encoded inside a body ("2.uu1"), or a
+        part only the strict reading found. Garbage here (a damaged archive) is what
+        a client with that decoder shows: a broken file, not a hidden one."""
+        return not (self.path == "" or is_part_path(self.path))
+
 
 @dataclass(frozen=True)
 class ParsedMessage:
@@ -171,8 +179,11 @@ class ParsedMessage:
         (e.g. base64 with junk that one decoder skips and another stops at).
         Ordinary mail has none, so scanning them separately costs nothing there.
         """
+        # Alternative readings too, even where Python's reading agrees: clamd's
+        # own MIME decoder is not Python's, and ordinary mail has none.
         return tuple(p for p in self.parts
-                     if p.payload and (STRICT not in p.readings or p.anomalies))
+                     if p.payload and (STRICT not in p.readings or p.anomalies
+                                       or p.alternative))
 
 
 def _digest(data: bytes) -> bytes:
