@@ -63,8 +63,8 @@ def test_hidden_payload_is_stopped_and_its_twin_is_clean(scanners: list[Scanner]
 
 
 def _garbage(detail: str) -> bool:
-    return detail.startswith("damaged archive") or (
-        detail.startswith("concatenated archives") and ("~" in detail or "alt" in detail))
+    return (detail.startswith("damaged archive") or "(entries no directory lists)" in detail
+            or (detail.startswith("concatenated archives") and ("~" in detail or "alt" in detail)))
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
