@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from email import policy
 
 from shared.mimetokens import (
+    MAX_PARAM_FIELD,
     Delimiter,
     child_path,
     cut,
@@ -149,7 +150,8 @@ class ParsedMessage:
             # (e.g. recursing through thousands of levels); the verdict is
             # already "undecidable", and the parts we did collect get scanned.
             pass
-        elif tolerant.param_chars > _STRICT_PARAM_CHARS:
+        elif (tolerant.param_chars > _STRICT_PARAM_CHARS
+              or tolerant.longest_param_field > MAX_PARAM_FIELD):
             # The email package parses parameters in time quadratic in their
             # length (email.message._parseparam); the tolerant reading, linear,
             # reads them every way it does and more.
@@ -473,6 +475,7 @@ class _TolerantReading:
         self.work = 0
         self.max_work = _WORK_FACTOR * (len(raw) + 2**20)
         self.param_chars = 0        # length of every Content-Type and -Disposition field
+        self.longest_param_field = 0
 
     def run(self) -> None:
         try:
@@ -534,6 +537,8 @@ class _TolerantReading:
         ctype_values = head.all("content-type")
         disp_values = head.all("content-disposition")
         self.param_chars += sum(len(v) for v in ctype_values + disp_values)
+        self.longest_param_field = max([self.longest_param_field,
+                                        *(len(v) for v in ctype_values + disp_values)])
         ctypes = [_Field.parse(v) for v in ctype_values]
         for f in ctypes:
             if f.params.too_many:
