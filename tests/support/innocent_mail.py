@@ -51,7 +51,8 @@ def _dsn(statuses: int) -> bytes:
     return (b"Received: by hold.example.test (Postfix)\r\n"
             b"From: MAILER-DAEMON@example.test (Mail Delivery System)\r\n"
             b"To: alice@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-            b"Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+            b"Auto-Submitted: auto-replied\r\nMessage-ID: <dsn@example.test>\r\n"
+            b"MIME-Version: 1.0\r\n"
             b"Content-Type: multipart/report; report-type=delivery-status;\r\n"
             b'\tboundary="A1B2C3D4.1700000000/mx.example.test"\r\n'
             b"Content-Transfer-Encoding: 8bit\r\n\r\n"
