@@ -30,7 +30,13 @@ import quopri
 from dataclasses import dataclass, field
 from email.message import Message
 
-from shared.mimetokens import PART_PATH_RE, child_path, is_part_path, plain_layout
+from shared.mimetokens import (
+    MAX_PARAM_FIELD,
+    PART_PATH_RE,
+    child_path,
+    is_part_path,
+    plain_layout,
+)
 
 __all__ = ["Entity", "StripError", "PART_PATH_RE", "parse", "walk", "leaves", "valid_path",
            "strip", "sha256", "safe_text"]
@@ -66,7 +72,10 @@ class Entity:
 
     @property
     def filename(self) -> str:
-        """The name a mail client shows, decoded; "" if none."""
+        """The name a mail client shows, decoded; "" if none (or too long to read)."""
+        if any(len(str(v)) > MAX_PARAM_FIELD for k, v in self.headers.items()
+               if k.lower() in ("content-type", "content-disposition")):
+            return ""
         name = self.headers.get_filename() or self.headers.get_param("name") or ""
         if isinstance(name, tuple):     # RFC 2231 (charset, language, value)
             name = name[2]

@@ -41,7 +41,8 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-__all__ = ["PART_PATH_RE", "MAX_HEADER_BYTES", "Head", "Delimiter", "Cut", "Layout",
+__all__ = ["PART_PATH_RE", "MAX_HEADER_BYTES", "MAX_PARAM_FIELD", "Head", "Delimiter", "Cut",
+           "Layout",
            "is_part_path", "child_path", "split_head", "delimiters", "cut", "plain_layout"]
 
 # A MIME part path: "2", "3.1"; never the whole message (""). At most 30 levels, as
@@ -49,6 +50,12 @@ __all__ = ["PART_PATH_RE", "MAX_HEADER_BYTES", "Head", "Delimiter", "Cut", "Layo
 PART_PATH_RE = re.compile(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,29}")
 
 MAX_HEADER_BYTES = 256 * 1024
+# Longest Content-Type field whose parameters the email package is asked for: it
+# parses them in time quadratic in their length (email.message._parseparam, on
+# many ";" or a quote before them). A longer field has no boundary to the plain
+# reading, so the editor does not cut that entity (a hostile message is not
+# stripped, it is quarantined); the scanning view reads it in full, linearly.
+MAX_PARAM_FIELD = 8 * 1024
 # Header bytes are held as Latin-1 text, in which "\x85" and "\xa0" count as white
 # space to str.strip(); only ASCII white space is.
 _WS = " \t\r\n"
@@ -196,7 +203,9 @@ def plain_layout(buf: bytes, start: int = 0, end: int | None = None) -> Layout:
     ctype = headers.get_content_type()
     children: list[tuple[int, int]] = []
     if ctype.startswith("multipart/"):
-        boundary = headers.get_boundary()
+        field_length = max((len(str(v)) for v in headers.get_all("content-type", [])),
+                           default=0)
+        boundary = headers.get_boundary() if field_length <= MAX_PARAM_FIELD else None
         if boundary:
             found = delimiters(buf, body_start, end, boundary.encode("latin-1", "replace"))
             parts = cut(buf, end, [d for d in found if d.exact])

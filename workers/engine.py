@@ -20,6 +20,12 @@ policy), its `headers` become header edits under the configured prefix.
 Infected or blocked mail whose findings all name MIME parts is scanned once
 more without those parts; if that is clean, Verdict.strip tells a `strip`
 policy which parts it may remove (workers/strip.py).
+
+One message costs at most the CPU budget (`[scanners.mime] cpu_seconds`,
+workers/budget.py) in parsing and in each scanner: past it, that step gives an
+`unscannable` finding saying where, the message is read no further (the
+scanners still get the raw bytes, which clamd scans), and the verdict is final
+rather than an error retried for ever.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from shared.config import HeadersConfig
 from shared.contract import Finding, HeaderEdit, ScanRequest, Verdict, worst_verdict
 from shared.headers import has_header
 from workers import derived, strip
-from workers.message import ParsedMessage
+from workers.budget import OverBudget, cpu_budget
+from workers.message import ParsedMessage, ParseLimits
 from workers.scanners.base import Scanner, ScanResult
 
 log = logging.getLogger("holdscan.engine")
@@ -47,12 +54,19 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     times: dict[str, float] = {}
     started = time.perf_counter()
     limits = next((s.parse_limits for s in scanners if s.parse_limits is not None), None)
+    seconds = (limits or ParseLimits()).cpu_seconds
     findings: list[Finding] = []
     # Findings made from an exception: these bytes broke a parser or scanner (the
     # message's fault), unlike a component that did not answer (nobody's fault here).
     faults: list[Finding] = []
     try:
-        msg = ParsedMessage.from_bytes(raw, limits)
+        with cpu_budget(seconds):
+            msg = ParsedMessage.from_bytes(raw, limits)
+    except OverBudget:
+        log.warning("%s: MIME parsing over the CPU budget of %gs", request.queue_id, seconds)
+        why = f"MIME parsing takes more than the CPU budget of {seconds:g}s"
+        msg = ParsedMessage.unparsed(raw, why)
+        findings.append(Finding("parse", "unscannable", why))
     # As broad as for the scanners, for the same reason: a parser bug must
     # cost this message a retry, not the worker its life.
     except Exception as e:
@@ -68,7 +82,13 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     for scanner in scanners:
         t = time.perf_counter()
         try:
-            result = scanner.run(msg, request)
+            with cpu_budget(seconds):
+                result = scanner.run(msg, request)
+        except OverBudget:
+            log.warning("%s: scanner %s over the CPU budget of %gs", request.queue_id,
+                        scanner.name, seconds)
+            result = ScanResult([Finding(scanner.name, "unscannable",
+                                         f"takes more than the CPU budget of {seconds:g}s")])
         # Deliberately broad: whatever a scanner does wrong, this message gets
         # an error verdict (it stays in hold) and the worker goes on.
         except Exception as e:

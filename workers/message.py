@@ -2,31 +2,43 @@
 
 Mail clients, clamd and Python's email package do not agree about broken MIME,
 and attackers rely on that: an attachment that one parser sees and another does
-not reaches the user unscanned. So a ParsedMessage keeps two readings:
+not reaches the user unscanned. So rather than calling a message it cannot
+decide "undecidable", the parser decides it every way a client might, and every
+scanner looks at what each reading yields. A ParsedMessage keeps two readings:
 
 - strict: what Python's email package (policy compat32) makes of the message,
   the way a standards-following client sees it;
-- tolerant: our own lenient walk, which tries every plausible interpretation
-  (each of several Content-Type headers, every boundary candidate, delimiters
-  matched by prefix as RFC 2046 permits, parts after the closing delimiter,
-  base64 with junk or odd padding) and keeps every part any of them yields.
-  It cuts with shared/mimetokens.py, the tokenizer the byte-range editor
-  (shared/mimeparts.py, the `strip` action) uses too, and names parts by the
-  editor's paths wherever the editor would find the same bytes (Part.path).
+- tolerant: our own walk, which enumerates the readings of each entity: each of
+  several Content-Type and Content-Transfer-Encoding headers, every boundary
+  candidate (declared, or found in the body when the declared one never
+  occurs), delimiters matched exactly and by prefix, parts after the closing
+  delimiter, bare CR as a line end, a nested multipart read on past its
+  parent's delimiter to its own closing one, every decoding of a body
+  (workers/decoding.py: base64 and quoted-printable as lenient decoders read
+  them, uuencode, yEnc and BinHex wherever they stand), and every name
+  (workers/mimeparams.py: comments, quotes, continuations in either order,
+  encoded words, charsets). It cuts with shared/mimetokens.py, the tokenizer
+  the byte-range editor (shared/mimeparts.py, the `strip` action) uses too,
+  and names parts by the editor's paths wherever the editor would find the
+  same bytes (Part.path).
 
-Scanners look at the union (`parts`, one entry per distinct payload);
-clamd additionally gets `suspect_parts`, the payloads its own MIME decoder may
-never see. When the readings cannot be reconciled, `undecidable` says why and
-the mime scanner turns that into a finding (unscannable by default).
+Scanners look at the union (`parts`, one entry per distinct payload by
+SHA-256, so a payload that several readings agree on is scanned once); clamd
+additionally gets `suspect_parts`, the payloads its own MIME decoder may never
+see. Ordinary mail has one reading of everything and costs what it did.
 
-All work is bounded by ParseLimits: a hostile message costs at most a known
-amount of time and memory, and going over a limit is itself undecidable.
+`undecidable` is left for what no reading can decide: a part whose content no
+decoder turns into bytes, or a parsing limit reached; it says which part and
+why, and the mime scanner turns it into a finding (unscannable by default).
+Everything else odd is a `problem`, for the log.
+
+All work is bounded by ParseLimits: readings are enumerated lazily and cut off
+at `max_variants` per entity, decoded bytes are bounded in total and relative
+to the message, and going over a limit is undecidable.
 """
 
 from __future__ import annotations
 
-import binascii
-import codecs
 import email
 import email.errors
 import email.header
@@ -34,11 +46,12 @@ import email.message
 import email.utils
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 
 from shared.mimetokens import (
+    MAX_PARAM_FIELD,
     Delimiter,
     child_path,
     cut,
@@ -47,6 +60,17 @@ from shared.mimetokens import (
     plain_layout,
     split_head,
 )
+from workers import budget
+from workers.decoding import (
+    base64_readings,
+    binhex_blocks,
+    qp_readings,
+    uu_blocks,
+    uu_decode,
+    yenc_blocks,
+    yenc_decode,
+)
+from workers.mimeparams import MAX_PARAMS, Params, display_names, unfold
 
 STRICT = "strict"
 TOLERANT = "tolerant"
@@ -57,7 +81,10 @@ class ParseLimits:
     max_parts: int = 1000               # leaves, over both readings together
     max_depth: int = 30                 # multipart / message nesting
     max_decoded_bytes: int = 128 * 2**20  # decoded payloads kept in memory
-    max_variants: int = 4               # boundary candidates / decodings tried per entity
+    max_variants: int = 6               # boundary candidates / decodings tried per entity
+    decoded_per_byte: int = 8           # decoded payloads, at most this many times the
+                                        # message size (plus 1 MiB)
+    cpu_seconds: float = 5.0            # CPU time one message may cost a worker
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,14 @@ class Part:
     def digest(self) -> bytes:
         return _digest(self.payload)
 
+    @property
+    def alternative(self) -> bool:
+        """Not the plain reading of a part: another decoding ("2~1"), a part only
+        another cut reveals ("2.alt1"), a file encoded inside a body ("2.uu1"), or a
+        part only the strict reading found. Garbage here (a damaged archive) is what
+        a client with that decoder shows: a broken file, not a hidden one."""
+        return not (self.path == "" or is_part_path(self.path))
+
 
 @dataclass(frozen=True)
 class ParsedMessage:
@@ -109,16 +144,24 @@ class ParsedMessage:
         tolerant.run()
         problems = list(tolerant.problems)
         undecidable = list(tolerant.undecidable)
+        strict: list[Part] = []
         if tolerant.over_limit:
             # Past a limit the strict parser would only repeat the expensive part
             # (e.g. recursing through thousands of levels); the verdict is
             # already "undecidable", and the parts we did collect get scanned.
-            strict: list[Part] = []
+            pass
+        elif (tolerant.param_chars > _STRICT_PARAM_CHARS
+              or tolerant.longest_param_field > MAX_PARAM_FIELD):
+            # The email package parses parameters in time quadratic in their
+            # length (email.message._parseparam); the tolerant reading, linear,
+            # reads them every way it does and more.
+            problems.append("parameters too long for Python's email parser; "
+                            "read by the tolerant reading alone")
         else:
             strict, error = _strict_reading(raw)
             if error:
+                # Every part it could have found, the tolerant reading found too.
                 problems.append(error)
-                undecidable.append(error)
         merged = _merge(strict, tolerant.parts)
         return cls(raw=raw, strict=tuple(strict), tolerant=tuple(tolerant.parts),
                    parts=tuple(merged), problems=tuple(_unique(problems)),
@@ -138,12 +181,15 @@ class ParsedMessage:
         (e.g. base64 with junk that one decoder skips and another stops at).
         Ordinary mail has none, so scanning them separately costs nothing there.
         """
+        # Alternative readings too, even where Python's reading agrees: clamd's
+        # own MIME decoder is not Python's, and ordinary mail has none.
         return tuple(p for p in self.parts
-                     if p.payload and (STRICT not in p.readings or p.anomalies))
+                     if p.payload and (STRICT not in p.readings or p.anomalies
+                                       or p.alternative))
 
 
 def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return hashlib.sha256(data).digest()
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -177,8 +223,14 @@ def _merge(*readings: list[Part]) -> list[Part]:
 # --- the strict reading -----------------------------------------------------------
 
 def _text(value: str) -> str:
-    """Undo the email package's surrogateescape of raw 8-bit header bytes."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """Undo the email package's surrogateescape of raw 8-bit header bytes, keeping
+    the bytes as Latin-1 (display_names reads them as clients do)."""
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+# Total length of the Content-Type and Content-Disposition fields of a message past
+# which the strict reading is skipped (the email package is quadratic in them).
+_STRICT_PARAM_CHARS = 64 * 1024
 
 
 def _strict_names(part: email.message.Message) -> list[str]:
@@ -187,10 +239,13 @@ def _strict_names(part: email.message.Message) -> list[str]:
         if raw is None:
             continue
         if isinstance(raw, tuple):
-            raw = email.utils.collapse_rfc2231_value(raw)
-        names.append(_text(str(raw)))
-        if "=?" in raw:
-            names.append(decode_words(_text(str(raw))))
+            try:
+                raw = email.utils.collapse_rfc2231_value(raw)
+            except (LookupError, UnicodeError, ValueError):
+                raw = raw[2]
+        # Unfolded and decoded before they are judged: compat32 leaves the line
+        # break of a folded value in it, which no client shows.
+        names += display_names(_text(str(raw)))
     return _unique(n for n in names if n)
 
 
@@ -220,212 +275,50 @@ def _strict_reading(raw: bytes) -> tuple[list[Part], str]:
 
 # --- header fields, parameters, encoded words -------------------------------------
 
-_PARAM = re.compile(r"""([A-Za-z0-9!#$%&'*+.^_`{|}~-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)""",
-                    re.DOTALL | re.ASCII)
-_COMMENT = re.compile(r"\([^()\"]*\)")
-_TOKEN = re.compile(r"\s*([^\s;]*)", re.ASCII)
-_SECTION = re.compile(r"^(?P<base>[^*]+)(?:\*(?P<index>\d+))?(?P<ext>\*)?$")
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=", re.ASCII)
-_BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)", re.ASCII)
 # Header bytes are held as Latin-1 text, in which "\x85" and "\xa0" (parts of
 # UTF-8 sequences) count as white space to str.strip(); only ASCII white space is.
 _WS = " \t\r\n"
-
-
-def _charset_decode(data: bytes, charset: str) -> str:
-    charset = charset.split("*", 1)[0].strip(_WS + '"') or "utf-8"     # RFC 2231 language
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return data.decode(charset, "replace")
+# Longest structured field read for its token; the parameters are read in full.
+_MAX_TOKEN = 256
 
 
 def decode_words(value: str) -> str:
-    """RFC 2047 encoded words, decoded wherever they stand (clients do, quoted or not)."""
-    if "=?" not in value:
-        return value
-
-    def one(m: re.Match[str]) -> str:
-        charset, kind, text = m.groups()
-        if kind in "bB":
-            data = lenient_b64decode(text.encode("ascii", "replace"))
-        else:
-            data = binascii.a2b_qp(text.replace("_", " ").encode("ascii", "replace"))
-        return _charset_decode(data, charset)
-
-    return _ENCODED_WORD.sub(one, _BETWEEN_WORDS.sub(r"\1\2", value))
+    """RFC 2047 encoded words decoded (the first reading; display_names has them all)."""
+    return (display_names(value) or [""])[0] if value else value
 
 
-def _eight_bit(value: str) -> str:
-    """A header value (bytes held as Latin-1) as clients show raw 8-bit text:
-    as UTF-8 when it is valid UTF-8 (RFC 6532, and common without it), else
-    mostly as Windows-1252, whose 0x80-0x9F are printable; read as Latin-1
-    those would be control characters that are not really there."""
-    if value.isascii():
-        return value
-    raw = value.encode("latin-1")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", "replace")
-
-
-def _unquote(value: str) -> str:
-    if value.startswith('"'):
-        value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
-        value = re.sub(r"\\(.)", r"\1", value)
-    return value.strip(_WS)
+def _token(value: str) -> str:
+    """The type or disposition before the first ";": comments dropped, blanks around
+    "/" dropped (`multipart /mixed` is multipart/mixed to clients), lowercased."""
+    head = value[:_MAX_TOKEN].split(";", 1)[0]
+    if "(" in head:
+        head = re.sub(r"\([^()]*\)", "", head)
+    head = re.sub(r"[ \t\r\n]*/[ \t\r\n]*", "/", head.strip(_WS))
+    words = head.split()
+    word = words[0] if words else ""
+    return "" if "=" in word else word.lower()
 
 
 @dataclass
 class _Field:
-    """A structured header field (Content-Type, Content-Disposition) read leniently."""
+    """A structured header field (Content-Type, Content-Disposition), every reading."""
 
-    token: str                              # "multipart/mixed", "attachment", ...
-    params: list[tuple[str, str]]           # every name=value, in order, duplicates kept
+    token: str                  # "multipart/mixed", "attachment", ...
+    params: Params
 
     @classmethod
     def parse(cls, value: str) -> _Field:
-        value = _COMMENT.sub(" ", value)
-        m = _TOKEN.match(value)
-        word = m.group(1) if m else ""
-        if "=" in word:     # "filename=x" with no token before it
-            return cls(token="", params=cls._params(value))
-        return cls(token=word.lower(), params=cls._params(value[m.end() if m else 0:]))
-
-    @staticmethod
-    def _params(text: str) -> list[tuple[str, str]]:
         # Every name=value anywhere, not only after ";": some clients accept
         # "attachment filename=x.exe", so a scanner must as well.
-        return [(m.group(1).lower(), m.group(2)) for m in _PARAM.finditer(text)]
+        return cls(token=_token(value), params=Params.parse(unfold(value)))
 
     def values(self, name: str) -> list[str]:
-        """Every reading of parameter `name`: plain, RFC 2231 and RFC 2047 forms."""
-        plain = [_unquote(v) for k, v in self.params if k == name]
-        sections: dict[int, list[tuple[str, bool]]] = {}
-        for key, raw in self.params:
-            m = _SECTION.match(key)
-            if m and m.group("base") == name and (m.group("index") or m.group("ext")):
-                index = int(m.group("index") or 0)
-                sections.setdefault(index, []).append((_unquote(raw), bool(m.group("ext"))))
-        out = list(plain)
-        if sections:
-            out.extend(_rfc2231(sections))
-        out.extend(decode_words(v) for v in list(out) if "=?" in v)
-        return _unique(v for v in out if v)
+        """Every name a client might show for parameter `name`."""
+        return self.params.values(name)
 
-
-def _rfc2231(sections: dict[int, list[tuple[str, bool]]]) -> list[str]:
-    """Assemble RFC 2231 continuations. A duplicated section gives one reading per copy."""
-    variants: list[list[tuple[str, bool]]] = [[]]
-    for index in sorted(sections)[:64]:
-        variants = [v + [c] for v in variants for c in sections[index][:2]][:4]
-    out = []
-    for variant in variants:
-        charset = "utf-8"
-        data = b""
-        for n, (value, extended) in enumerate(variant):
-            if extended:
-                if n == 0 and value.count("'") >= 2:
-                    charset, _, value = value.split("'", 2)
-                data += _percent_decode(value)
-            else:
-                data += value.encode("latin-1", "replace")
-        out.append(_charset_decode(data, charset or "utf-8"))
-    return out
-
-
-def _percent_decode(value: str) -> bytes:
-    out = bytearray()
-    raw = value.encode("latin-1", "replace")
-    i = 0
-    while i < len(raw):
-        if raw[i:i + 1] == b"%" and i + 3 <= len(raw):
-            try:
-                out.append(int(raw[i + 1:i + 3], 16))
-                i += 3
-                continue
-            except ValueError:
-                pass
-        out.append(raw[i])
-        i += 1
-    return bytes(out)
-
-
-# --- transfer encodings -------------------------------------------------------------
-
-_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_B64 = bytes(sorted(set(range(256)) - set(_B64_CHARS)))
-_NOT_B64_OR_PAD = bytes(sorted(set(range(256)) - set(_B64_CHARS + b"=")))
-_WHITESPACE = b" \t\r\n"
-
-
-def lenient_b64decode(data: bytes) -> bytes:
-    """Decode base64, skipping anything outside the alphabet and fixing the padding."""
-    clean = data.translate(None, _NOT_B64)
-    clean = clean[:len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
-    return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
-
-
-def _b64_variants(body: bytes) -> tuple[list[bytes], list[str]]:
-    compact = body.translate(None, _WHITESPACE)
-    try:
-        return [binascii.a2b_base64(compact, strict_mode=True)], []
-    except binascii.Error:
-        pass
-    # Decoders disagree on junk and misplaced padding: some skip what is not
-    # base64 and read on, some stop at the first "=", some take each padded
-    # piece as a stream of its own (concatenated encodings). Keep every reading.
-    variants = [lenient_b64decode(compact)]
-    if b"=" in compact:
-        variants.append(lenient_b64decode(compact[:compact.find(b"=")]))
-        pieces = [p for p in re.split(rb"=+", compact) if p]
-        variants.append(b"".join(lenient_b64decode(p) for p in pieces[:1000]))
-    junk = compact.translate(None, _B64_CHARS + b"=")
-    why = "base64 with characters outside the alphabet" if junk else "base64 with odd padding"
-    return _unique_bytes(variants), [why]
-
-
-def _uu_decode(lines: list[bytes]) -> bytes:
-    out = bytearray()
-    for line in lines:
-        if not line or line in (b"`", b" "):
-            continue
-        try:
-            out += binascii.a2b_uu(line)
-        except binascii.Error:
-            # Some encoders pad lines oddly; decode just the bytes the length says.
-            count = ((line[0] - 32) & 63) * 4 + 5
-            try:
-                out += binascii.a2b_uu(line[:count // 3 + 1])
-            except binascii.Error:
-                break
-    return bytes(out)
-
-
-_UU_BEGIN = re.compile(rb"^begin(?:-base64)? +[0-7]{3,4} +([^\r\n]+?)[ \t]*\r?$", re.MULTILINE)
-_UU_END = re.compile(rb"^end[ \t]*\r?$", re.MULTILINE)
-
-
-def _uu_blocks(body: bytes, max_blocks: int) -> list[tuple[str, bytes]]:
-    """uuencoded files inside a text body: Outlook and others show them as attachments."""
-    if b"begin " not in body:
-        return []
-    out = []
-    for m in _UU_BEGIN.finditer(body):
-        end = _UU_END.search(body, m.end())
-        block = body[m.end():end.start() if end else len(body)]
-        lines = [line.rstrip(b"\r") for line in block.split(b"\n")]
-        name = m.group(1).decode("latin-1")
-        out.append((name, _uu_decode(lines)))
-        if len(out) >= max_blocks:
-            break
-    return out
-
-
-def _unique_bytes(items: list[bytes]) -> list[bytes]:
-    return list(dict.fromkeys(items))
+    def raw_values(self, name: str) -> list[str]:
+        """Every reading of parameter `name` as written (boundaries: not decoded)."""
+        return [v for k, v in self.params.pairs if k == name]
 
 
 def _cte_kind(value: str) -> str:
@@ -436,8 +329,12 @@ def _cte_kind(value: str) -> str:
         return "base64"
     if v.startswith("quoted"):
         return "qp"
+    if "yenc" in v:
+        return "yenc"
     if "uu" in v:
         return "uu"
+    if "binhex" in v:
+        return "binhex"
     return "unknown"
 
 
@@ -567,16 +464,22 @@ class _TolerantReading:
         self.raw = raw
         self.limits = limits
         self.parts: list[Part] = []
+        self.seen: dict[bytes, int] = {}       # payload digest -> index in parts
+        self.emitted = 0                        # parts read, the same payload counted again
         self.problems: list[str] = []
         self.undecidable: list[str] = []
         self.over_limit = False
         self.decoded = 0
+        self.max_decoded = min(limits.max_decoded_bytes,
+                               limits.decoded_per_byte * len(raw) + 2**20)
         self.work = 0
         self.max_work = _WORK_FACTOR * (len(raw) + 2**20)
+        self.param_chars = 0        # length of every Content-Type and -Disposition field
+        self.longest_param_field = 0
 
     def run(self) -> None:
         try:
-            self._walk(_Span(self.raw, 0, len(self.raw)), 0, "", "text/plain")
+            self._walk(_Span(self.raw, 0, len(self.raw)), 0, "", "text/plain", len(self.raw))
         except _OverLimit as e:
             self.over_limit = True
             self.undecidable.insert(0, str(e))     # the reason that matters most
@@ -595,19 +498,34 @@ class _TolerantReading:
 
     def _emit(self, path: str, types: list[str], names: list[str], payload: bytes,
               anomalies: list[str], span: _Span | None) -> None:
-        if len(self.parts) >= self.limits.max_parts:
+        budget.check()
+        self.emitted += 1
+        if self.emitted > self.limits.max_parts:
             raise _OverLimit(f"more than {self.limits.max_parts} MIME parts")
-        self.decoded += len(payload)
-        if self.decoded > self.limits.max_decoded_bytes:
-            raise _OverLimit(f"MIME parts decode to more than "
-                             f"{self.limits.max_decoded_bytes} bytes")
         where = (span.start, span.end) if span is not None and span.buf is self.raw else None
+        key = _digest(payload)
+        at = self.seen.get(key)
+        if at is not None:
+            # The same bytes by another reading or in another part: kept under
+            # this path too (the byte-range editor may need it), stored once,
+            # and scanned once (the union has one entry per payload).
+            payload = self.parts[at].payload
+        else:
+            self.decoded += len(payload)
+            if self.decoded > self.max_decoded:
+                raise _OverLimit(f"MIME parts decode to more than {self.max_decoded} bytes "
+                                 f"(every reading together)")
+        self.seen.setdefault(key, len(self.parts))
         self.parts.append(Part(path=path, declared_types=tuple(_unique(types)),
                                filenames=tuple(_unique(names)), payload=payload,
                                readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies)),
                                span=where))
 
-    def _walk(self, entity: _Span, depth: int, path: str, default_type: str) -> None:
+    def _walk(self, entity: _Span, depth: int, path: str, default_type: str,
+              outer_end: int) -> None:
+        """Read one entity; `outer_end` is where the body enclosing it ends (a nested
+        multipart may be read on past its parent's delimiters up to there)."""
+        budget.check()
         if depth > self.limits.max_depth:
             raise _OverLimit(f"MIME nesting deeper than {self.limits.max_depth} levels")
         head = split_head(entity.buf, entity.start, entity.end)
@@ -616,24 +534,36 @@ class _TolerantReading:
         for a in anomalies:
             self._problem(f"{_label(path)}: {a}")
 
-        ctypes = [_Field.parse(v) for v in head.all("content-type")]
+        ctype_values = head.all("content-type")
+        disp_values = head.all("content-disposition")
+        self.param_chars += sum(len(v) for v in ctype_values + disp_values)
+        self.longest_param_field = max([self.longest_param_field,
+                                        *(len(v) for v in ctype_values + disp_values)])
+        ctypes = [_Field.parse(v) for v in ctype_values]
+        for f in ctypes:
+            if f.params.too_many:
+                raise _OverLimit(f"{_label(path)}: a header field with more than "
+                                 f"{MAX_PARAMS} parameters")
         types = _unique(f.token for f in ctypes if "/" in f.token) or [default_type]
         if len(ctypes) > 1:
-            distinct = _unique(" ".join(re.split(r"[ \t\r\n]+", v.strip(_WS))).lower()
-                               for v in head.all("content-type"))
-            if len(distinct) > 1:
-                self._undecidable(f"{_label(path)}: conflicting Content-Type headers")
+            # Clients take the first or the last: read it as each.
+            self._problem(f"{_label(path)}: {len(ctypes)} Content-Type headers")
             anomalies.append("duplicate Content-Type")
         ctes = _unique(_cte_kind(v) for v in head.all("content-transfer-encoding"))
         if len(ctes) > 1:
-            self._undecidable(f"{_label(path)}: conflicting Content-Transfer-Encoding headers")
+            self._problem(f"{_label(path)}: conflicting Content-Transfer-Encoding headers")
         if "unknown" in ctes:
             anomalies.append("unknown Content-Transfer-Encoding")
         names = []
-        for v in head.all("content-disposition"):
-            names += _Field.parse(_eight_bit(v)).values("filename")
-        for v in head.all("content-type"):
-            names += _Field.parse(_eight_bit(v)).values("name")
+        for v in disp_values:
+            disposition = _Field.parse(v)
+            if disposition.params.too_many:
+                raise _OverLimit(f"{_label(path)}: a header field with more than "
+                                 f"{MAX_PARAMS} parameters")
+            names += disposition.values("filename")
+            names += disposition.values("name")
+        for f in ctypes:
+            names += f.values("name")
         names = _unique(names)
 
         multipart = [t for t in types if t.startswith("multipart/")]
@@ -641,75 +571,113 @@ class _TolerantReading:
         if multipart or message:
             if names:
                 self._emit(path, types, names, b"", anomalies, entity)
-            bodies = self._bodies(body, ctes, path, container=True)
+            bodies = self._container_bodies(body, ctes, path)
             children = _ChildNames(self.raw, entity, path)
             if multipart:
                 digest = "multipart/digest" in multipart
                 self._multipart(bodies, ctypes, depth, path, children,
-                                "message/rfc822" if digest else "text/plain")
+                                "message/rfc822" if digest else "text/plain", outer_end)
             if message:
                 for inner in bodies:
-                    self._walk(inner, depth + 1, children.name(inner), "text/plain")
+                    self._walk(inner, depth + 1, children.name(inner), "text/plain", inner.end)
             if len(multipart) + len(message) == len(types):
                 return
             # One header says container, another says leaf: read it both ways.
         self._leaf(entity, body, types, names, ctes, anomalies, path)
 
-    def _bodies(self, body: _Span, ctes: list[str], path: str, container: bool) -> list[_Span]:
-        """The body as each declared transfer encoding decodes it (leaves), or
-        for a container also undecoded: the encoding is not allowed there, but
-        some clients apply it anyway."""
-        out = [body] if container else []
-        for cte in ctes or ["identity"]:
-            if cte == "base64":
-                decoded, why = _b64_variants(body.data)
-                variants = [_Span.of(v) for v in decoded]
-            elif cte == "qp":
-                variants, why = [_Span.of(binascii.a2b_qp(body.data))], []
-            elif cte == "uu":
-                lines = [line.rstrip(b"\r") for line in body.data.split(b"\n")]
-                if lines and lines[0].startswith(b"begin"):
-                    lines = lines[1:]
-                variants, why = [_Span.of(_uu_decode(lines))], []
-            else:
-                variants, why = [body], []
-            if container and cte in ("base64", "qp", "uu"):
-                self._undecidable(f"{_label(path)}: a multipart or message part with "
-                                  f"transfer encoding {cte}")
-            for w in why:
-                self._problem(f"{_label(path)}: {w}")
-            out.extend(variants)
+    def _container_bodies(self, body: _Span, ctes: list[str], path: str) -> list[_Span]:
+        """The body of a container as is, and as each declared transfer encoding
+        decodes it: the encoding is not allowed there, but some clients apply it."""
+        out = [body]
+        for cte in ctes:
+            if cte in ("identity", "unknown"):
+                continue
+            self._problem(f"{_label(path)}: a multipart or message part with "
+                          f"transfer encoding {cte}")
+            for payload, _ in self._decodings(body, cte, path):
+                out.append(_Span.of(payload))
         return _unique_spans(out)[: self.limits.max_variants]
+
+    def _decodings(self, body: _Span, cte: str, path: str) -> Iterator[tuple[bytes, str]]:
+        """Every reading of `body` under transfer encoding `cte`, lazily, plainest first."""
+        data = body.data
+        if cte == "base64":
+            yield from base64_readings(data)
+        elif cte == "qp":
+            yield from qp_readings(data)
+        elif cte == "uu":
+            lines = [line.rstrip(b"\r") for line in data.split(b"\n")]
+            while lines and not lines[0].strip():
+                lines = lines[1:]
+            if lines and lines[0].startswith(b"begin"):
+                lines = lines[1:]
+            yield uu_decode(lines), ""
+        elif cte == "yenc":
+            blocks = yenc_blocks(data, 1)
+            yield (blocks[0][1] if blocks else yenc_decode(data)), ""
+        elif cte == "unknown":
+            # A client may guess; so do we, every way.
+            yield data, ""
+            yield next(base64_readings(data))[0], "unknown transfer encoding read as base64"
+            yield next(qp_readings(data))[0], "unknown transfer encoding read as quoted-printable"
+        else:
+            yield data, ""
 
     def _leaf(self, entity: _Span, body: _Span, types: list[str], names: list[str],
               ctes: list[str], anomalies: list[str], path: str) -> None:
+        emitted = 0
+        undecodable = True
+        seen: set[bytes] = set()
         for cte in ctes or ["identity"]:
-            decoded: list[bytes]
-            why: list[str] = []
-            if cte == "base64":
-                decoded, why = _b64_variants(body.data)
-            elif cte == "unknown":
-                # A client may guess; so do we, both ways.
-                decoded = [body.data]
-                guess, _ = _b64_variants(body.data)
-                decoded += guess[:1]
-            else:
-                decoded = [s.data for s in self._bodies(body, [cte], path, container=False)]
-            for w in why:
-                self._problem(f"{_label(path)}: {w}")
-            for n, payload in enumerate(decoded[: self.limits.max_variants]):
-                self._emit(path if n == 0 else f"{path}~{n}", types, names, payload,
-                           anomalies + why, entity)
-                if any(t.startswith("text/") for t in types):
-                    for k, (name, data) in enumerate(_uu_blocks(payload, self.limits.max_variants)):
-                        self._problem(f"{_label(path)}: uuencoded file {name!r} in a text body")
-                        self._emit(_sub(path, f"uu{k + 1}"), ["application/octet-stream"],
-                                   [name], data, ["uuencoded inside a text part"], None)
+            for payload, why in self._decodings(body, cte, path):
+                if emitted >= self.limits.max_variants:
+                    break
+                key = _digest(payload)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if payload or not body.data.strip():
+                    undecodable = False
+                notes = anomalies + ([why] if why else [])
+                if why:
+                    self._problem(f"{_label(path)}: {why}")
+                self._emit(path if emitted == 0 else f"{path}~{emitted}", types, names,
+                           payload, notes, entity)
+                emitted += 1
+                self._embedded(payload, types, path)
+        if ctes and undecodable and body.data.strip():
+            self._undecidable(f"{_label(path)}: its {', '.join(ctes)} body decodes to "
+                              f"nothing under any reading")
+        if any(c not in ("identity", "unknown") for c in ctes):
+            # A part that claims one encoding but carries another (uuencode in
+            # a base64 part): clients that sniff find the file in the raw body.
+            self._embedded(body.data, types, path, raw=True)
+
+    def _embedded(self, data: bytes, types: list[str], path: str, raw: bool = False) -> None:
+        """Files encoded inside a body (uuencode, yEnc, BinHex), which many clients
+        show as attachments whatever the part's type."""
+        blocks: list[tuple[str, bytes, str]] = []
+        limit = self.limits.max_variants
+        if b"begin " in data:
+            blocks += [(n, d, "uu") for n, d in uu_blocks(data, limit)]
+        if b"=ybegin " in data:
+            blocks += [(n, d, "yenc") for n, d in yenc_blocks(data, limit)]
+        binhex_type = "application/mac-binhex40" in types
+        if binhex_type or b"(This file must be converted with BinHex" in data:
+            blocks += [(n, d, "binhex") for n, d in
+                       binhex_blocks(data, self.max_decoded, whole=binhex_type)]
+        kinds = {"uu": "uuencoded", "yenc": "yEnc-encoded", "binhex": "BinHex-encoded"}
+        for k, (name, payload, kind) in enumerate(blocks[:limit]):
+            what = f"{kinds[kind]} file {name!r}" + (" in the undecoded body" if raw else "")
+            self._problem(f"{_label(path)}: {what}")
+            self._emit(_sub(path, f"{kind}{k + 1}"), ["application/octet-stream"],
+                       [n for n in display_names(name) if n] if name else [], payload,
+                       [f"{kinds[kind]} inside a part"], None)
 
     def _boundaries(self, ctypes: list[_Field]) -> list[bytes]:
         out: list[str] = []
         for f in ctypes:
-            for value in f.values("boundary"):
+            for value in f.raw_values("boundary"):
                 out += [value, value.rstrip(_WS)]
         return [b.encode("latin-1", "replace") for b in _unique(b for b in out if b)]
 
@@ -722,46 +690,75 @@ class _TolerantReading:
         return [b for _, b in reversed(likely)][: self.limits.max_variants]
 
     def _multipart(self, bodies: list[_Span], ctypes: list[_Field], depth: int, path: str,
-                   names: _ChildNames, child_default: str) -> None:
-        declared = self._boundaries(ctypes)
+                   names: _ChildNames, child_default: str, outer_end: int) -> None:
+        declared = self._boundaries(ctypes)[: self.limits.max_variants]
         children: list[_Span] = []
-        found: set[bytes] = set()
-        for body in bodies:
-            candidates = declared[: self.limits.max_variants]
-            splits = self._splits(body, candidates)
+        ends: dict[int, int] = {}       # id of a child -> end of the body it was cut from
+        for body in self._line_end_readings(bodies):
+            first = len(children)
+            splits = self._splits(body, declared)
             if not declared:
-                self._undecidable(f"{_label(path)}: multipart without a boundary parameter")
+                self._problem(f"{_label(path)}: multipart without a boundary parameter")
             elif not splits:
-                self._undecidable(f"{_label(path)}: boundary not found in the body")
+                self._problem(f"{_label(path)}: boundary not found in the body")
             if not splits:
+                # Every client shows such a body as one text; some also cut it at
+                # lines that look like delimiters.
+                self._emit(_sub(path, "0"), ["text/plain"], [], body.data,
+                           ["multipart that cannot be cut"], body)
                 splits = self._splits(body, self._discovered(body.data))
             for boundary, exact, prefix in splits:
-                found.add(boundary.rstrip(_WS.encode()))
                 if exact is None or (prefix is not None
                                      and not _same_parts(prefix.children, exact.children)):
-                    self._undecidable(f"{_label(path)}: lines that start with the boundary but "
-                                      "are not delimiters (prefix tricks)")
+                    self._problem(f"{_label(path)}: lines that start with the boundary but "
+                                  "are not delimiters; read both ways")
                 for s in (exact, prefix):
                     if s is None:
                         continue
                     if not s.closed:
                         self._problem(f"{_label(path)}: no closing boundary")
+                        longer = self._read_on(body, boundary, outer_end)
+                        if longer is not None:
+                            children += longer.children + longer.after_close
                     if s.after_close:
-                        self._undecidable(f"{_label(path)}: parts after the closing boundary")
+                        self._problem(f"{_label(path)}: parts after the closing boundary")
                     children += s.children + s.after_close
-            if not splits:
-                # Nothing to cut at: the body is all a client can show.
-                self._emit(_sub(path, "0"), ["text/plain"], [], body.data,
-                           ["multipart that cannot be cut"], body)
-        if len(found) > 1:
-            self._undecidable(f"{_label(path)}: conflicting boundaries")
+            for child in children[first:]:
+                ends[id(child)] = body.end
         for child in _unique_spans(children):
-            self._walk(child, depth + 1, names.name(child), child_default)
+            self._walk(child, depth + 1, names.name(child), child_default, ends[id(child)])
+
+    def _line_end_readings(self, bodies: list[_Span]) -> list[_Span]:
+        """Each body, and where it has a bare CR (not before LF), the body with bare CRs
+        as line ends, as clients that accept old Mac line ends cut it."""
+        out = list(bodies)
+        for body in bodies:
+            data = body.data
+            if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+                self._problem("bare CR line ends; read as line ends too")
+                out.append(_Span.of(re.sub(rb"\r(?!\n)", b"\r\n", data)))
+        return _unique_spans(out)[: self.limits.max_variants]
+
+    def _read_on(self, body: _Span, boundary: bytes, outer_end: int) -> _Split | None:
+        """A multipart never closed within its parent, read on to its own closing
+        delimiter beyond the parent's (clients that parse the inner structure first
+        let it swallow the parent's delimiter lines)."""
+        if body.buf is not self.raw or outer_end <= body.end:
+            return None
+        close = self.raw.find(b"\n--" + boundary + b"--", body.end, outer_end)
+        if close < 0:
+            return None
+        nl = self.raw.find(b"\n", close + 1, outer_end)
+        longer = _Span(self.raw, body.start, outer_end if nl < 0 else nl + 1)
+        self._problem("a nested multipart read on past its parent's delimiter")
+        exact, prefix = _split_body(longer, boundary)
+        return exact or prefix
 
     def _splits(self, body: _Span, candidates: list[bytes]
                 ) -> list[tuple[bytes, _Split | None, _Split | None]]:
         out = []
         for boundary in candidates:
+            budget.check()
             self.work += len(body)
             if self.work > self.max_work:
                 raise _OverLimit("MIME structure too costly to decide")
@@ -769,3 +766,4 @@ class _TolerantReading:
             if exact is not None or prefix is not None:
                 out.append((boundary, exact, prefix))
         return out
+

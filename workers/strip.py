@@ -13,6 +13,7 @@ the dispatcher quarantines instead.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,36 +26,40 @@ log = logging.getLogger("holdscan.strip")
 # The verdicts a strip can answer: both are about particular parts.
 STRIPPABLE = ("infected", "blocked")
 
-_cache: dict[str, Any] = {"raw": None, "leaves": []}
+_cache: dict[str, Any] = {"raw": None, "payloads": [], "paths": {}}
 
 
-def _leaves(raw: bytes) -> list[mimeparts.Entity]:
-    # One message at a time per worker process, and several scanners ask about it.
+def _payloads(raw: bytes) -> list[tuple[str, bytes]]:
+    # One message at a time per worker process, and several scanners ask about it,
+    # once per bad part: every part is decoded once, and found by its digest.
     if _cache["raw"] is not raw:
         try:
-            found = [e for e in mimeparts.leaves(raw) if e.path]
+            leaves = [e for e in mimeparts.leaves(raw) if e.path]
         except mimeparts.StripError:
-            found = []
-        _cache["raw"], _cache["leaves"] = raw, found
-    leaves: list[mimeparts.Entity] = _cache["leaves"]
-    return leaves
+            leaves = []
+        found = []
+        paths: dict[bytes, list[str]] = {}
+        for e in leaves:
+            data = e.decoded()
+            if data:
+                found.append((e.path, data))
+                paths.setdefault(hashlib.sha256(data).digest(), []).append(e.path)
+        _cache["raw"], _cache["payloads"], _cache["paths"] = raw, found, paths
+    out: list[tuple[str, bytes]] = _cache["payloads"]
+    return out
 
 
 def locate(raw: bytes, payload: bytes) -> list[str]:
     """The paths of the parts of `raw` whose decoded content is `payload`."""
     if not payload:
         return []
-    return [e.path for e in _leaves(raw) if e.decoded() == payload]
+    _payloads(raw)
+    return list(_cache["paths"].get(hashlib.sha256(payload).digest(), []))
 
 
 def payloads(raw: bytes) -> list[tuple[str, bytes]]:
     """(path, decoded content) of every part that could be removed."""
-    out = []
-    for e in _leaves(raw):
-        data = e.decoded()
-        if data:
-            out.append((e.path, data))
-    return out
+    return list(_payloads(raw))
 
 
 def pinned(finding: Finding, paths: list[str]) -> list[Finding]:

@@ -85,10 +85,14 @@ def assert_editor_agrees(raw: bytes) -> set[str]:
 
 
 def test_nasty_messages_cover_what_they_should() -> None:
+    # Every one is read every way a client might; none is left undecided.
     undecidable = {name for name, (raw, _) in NASTY.items()
                    if ParsedMessage.from_bytes(raw).undecidable}
-    assert undecidable == {"prefix boundary", "boundary that is a prefix of the inner one",
-                           "parts after the closing boundary", "duplicate Content-Type"}
+    assert undecidable == set()
+    hidden = {name for name, (raw, _) in NASTY.items()
+              if PE in [p.payload for p in ParsedMessage.from_bytes(raw).parts]}
+    assert {"prefix boundary", "boundary that is a prefix of the inner one",
+            "parts after the closing boundary", "duplicate Content-Type"} <= hidden
 
 
 def test_every_part_path_the_scanner_reports_is_the_editors_part() -> None:
@@ -129,7 +133,7 @@ def test_the_whole_message_is_called_message() -> None:
     msg = ParsedMessage.from_bytes(HEADERS + b"Content-Type: text/plain\r\n\r\nhi\r\n")
     assert [(p.path, p.label, p.span) for p in msg.parts] == [("", "message", (0, len(msg.raw)))]
     msg = ParsedMessage.from_bytes(NASTY["parts after the closing boundary"][0])
-    assert "message: parts after the closing boundary" in msg.undecidable
+    assert "message: parts after the closing boundary" in msg.problems
 
 
 FRAGMENTS = [

@@ -34,7 +34,10 @@ DENY_EXTENSIONS = [
 
 DENY_PATTERNS = [
     r"\{[0-9a-f-]{20,}\}",     # a CLSID "extension" that Explorer hides
-    r"\s{5,}\S",              # a run of spaces that pushes the real extension out of view
+    # A run of spaces that pushes the real extension out of view. Anchored at the
+    # start of the run: unanchored, the search tries every blank of a long run
+    # as a start and costs the square of its length.
+    r"(?<!\s)\s{5,}\S",
 ]
 
 # Sniffed types denied whatever the name. Scripts with a #! line are not denied
@@ -55,10 +58,15 @@ RULE_DEFAULTS: dict[str, Any] = {
 
 # A few characters without the Cf category that still render as nothing.
 _INVISIBLE_EXTRA = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Longest run of white space a name pattern sees: longer runs look the same to
+# the eye, and a pattern an operator writes may be quadratic in the run.
+_MAX_BLANKS = 64
+_BLANK_RUN = re.compile(r"\s{" + str(_MAX_BLANKS + 1) + ",}")
 
 
 def _invisible(ch: str) -> bool:
-    return unicodedata.category(ch) in ("Cf", "Cc") or ch in _INVISIBLE_EXTRA
+    # A tab is shown as a blank (it comes from a folded header line), not hidden.
+    return (unicodedata.category(ch) in ("Cf", "Cc") and ch != "\t") or ch in _INVISIBLE_EXTRA
 
 
 def normalise(name: str) -> str:
@@ -66,6 +74,7 @@ def normalise(name: str) -> str:
     name = unicodedata.normalize("NFKC", name)
     name = "".join(c for c in name if not _invisible(c))
     name = re.split(r"[/\\]", name)[-1]
+    name = _BLANK_RUN.sub(" " * _MAX_BLANKS, name.replace("\t", " "))
     return name.rstrip(". \t").lower()
 
 

@@ -1,13 +1,16 @@
 """The mime scanner: a message whose structure cannot be decided is not clean.
 
-If two MIME readings disagree (conflicting Content-Type headers, several
-boundaries, delimiters matched only by prefix, parts after the closing
-delimiter), or the message goes past a parsing limit, different mail clients
-may show different attachments, and no scanner can promise it saw what the
+The parser reads a broken message every way a client might (workers/message.py)
+and the other scanners judge every reading, so conflicting headers, several
+boundaries or odd encodings are no reason to hold innocent mail. What is left
+undecidable is a part whose content no decoder turns into bytes, and a message
+past a parsing limit or the CPU budget: no scanner can promise it saw what the
 recipient will see. What to do then is `on_undecidable` (default
-"unscannable": the message is held for the operator's policy).
+"unscannable": the message is held for the operator's policy); the finding
+names the part and the reason.
 
-This scanner also owns the parsing limits; the engine parses with them.
+This scanner also owns the parsing limits and the CPU budget; the engine
+parses and scans with them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class MimeScanner(Scanner):
         "max_parts": _DEFAULT_LIMITS.max_parts,
         "max_depth": _DEFAULT_LIMITS.max_depth,
         "max_decoded_bytes": _DEFAULT_LIMITS.max_decoded_bytes,
+        "max_readings": _DEFAULT_LIMITS.max_variants,
+        "decoded_per_byte": _DEFAULT_LIMITS.decoded_per_byte,
+        "cpu_seconds": _DEFAULT_LIMITS.cpu_seconds,
     }
 
     def __init__(self, options: dict[str, Any]) -> None:
@@ -36,7 +42,10 @@ class MimeScanner(Scanner):
                                             self.options["on_undecidable"])
         self.parse_limits = ParseLimits(max_parts=max(1, self.options["max_parts"]),
                                         max_depth=max(1, self.options["max_depth"]),
-                                        max_decoded_bytes=self.options["max_decoded_bytes"])
+                                        max_decoded_bytes=self.options["max_decoded_bytes"],
+                                        max_variants=max(1, self.options["max_readings"]),
+                                        decoded_per_byte=max(1, self.options["decoded_per_byte"]),
+                                        cpu_seconds=self.options["cpu_seconds"])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
         if not msg.undecidable or self.on_undecidable == "clean":
