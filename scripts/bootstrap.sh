@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Install what holdscan needs on a fresh Debian/Ubuntu machine: Postfix, clamd, Redis,
 # SpamAssassin's spamd and rspamd (the spam scanner's tests start both), strace (the
-# power-loss test traces the dispatcher's file-system calls), zip (an archive test) and
-# docker-compose (checks docker-compose.yml) from the distribution (when run as root or with
-# sudo), and holdscan with its Python packages in a venv at .venv. Safe to run again.
+# power-loss test traces the dispatcher's file-system calls), zip (an archive test),
+# docker.io, docker-compose and debootstrap (tests/cluster/ builds the images from Debian's
+# archive and brings the compose stack up), chromium and chromium-driver (the same tests look
+# at Flower in a headless browser) from the distribution (when run as root or with sudo), and
+# holdscan with its Python packages in a venv at .venv. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 for pair in postconf:postfix clamd:clamav-daemon redis-server:redis-server smtp-sink:postfix \
-        spamd:spamd rspamd:rspamd strace:strace zip:zip docker-compose:docker-compose; do
+        spamd:spamd rspamd:rspamd strace:strace zip:zip docker-compose:docker-compose \
+        dockerd:docker.io debootstrap:debootstrap chromium:chromium chromedriver:chromium-driver; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
