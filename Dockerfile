@@ -6,7 +6,12 @@
 # docker-compose.yml builds both. The worker image needs no Debian packages:
 # clamd runs in its own container (clamav/clamav) and every Python dependency
 # ships as a wheel.
-FROM python:3.11-slim-bookworm AS base
+#
+# BASE_IMAGE: any Debian bookworm image with `python` and `pip` on PATH that install into
+# the image. The official python image by default; the compose tests build from a base
+# they make with debootstrap (holdscan/lab/baseimage.py), since they reach no registry.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -3,9 +3,10 @@
 # redis-sentinel (a test fails the broker over between Redis servers),
 # SpamAssassin's spamd and rspamd (the spam scanner's tests start both), strace (the
 # power-loss test traces the dispatcher's file-system calls), zip (an archive test),
-# docker-compose (checks docker-compose.yml) and chromium with chromium-driver (the web's
-# tests drive a real browser) from the distribution (when run as root or with
-# sudo), and holdscan with its Python packages in a venv at .venv. Safe to run again.
+# docker.io, docker-compose and debootstrap (tests/cluster/ builds the images from Debian's
+# archive and brings the compose stack up), chromium and chromium-driver (the web's tests and
+# the cluster's look at pages in a headless browser) from the distribution (when run as root
+# or with sudo), and holdscan with its Python packages in a venv at .venv. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ need_pkgs=()
 for pair in postconf:postfix clamd:clamav-daemon redis-server:redis-server smtp-sink:postfix \
         redis-sentinel:redis-sentinel \
         spamd:spamd rspamd:rspamd strace:strace zip:zip docker-compose:docker-compose \
-        chromium:chromium chromedriver:chromium-driver; do
+        dockerd:docker.io debootstrap:debootstrap chromium:chromium chromedriver:chromium-driver; do
     cmd=${pair%%:*}; pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
