@@ -22,7 +22,8 @@ import sys
 import tempfile
 import time
 import zipfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -46,12 +47,35 @@ class DemoStopped(Exception):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+# A stop signal that came while a server was being started and registered for clean-up.
+_held: dict[str, int] = {"depth": 0, "pending": 0, "stopped": 0}
+
+
 def _stop(signum: int, _frame: object) -> None:
     # Once: a second signal must not cut the clean-up short (a closed terminal may send
     # SIGHUP and then SIGTERM; an impatient user presses Ctrl-C twice).
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    _held["stopped"] = signum
+    if _held["depth"]:
+        _held["pending"] = signum
+        return
     raise DemoStopped(signum)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Start something and register its clean-up as one step: a stop signal in between
+    would leave it running (a process started, its stop not yet on the ExitStack). The
+    signal takes effect when the step is done."""
+    _held["depth"] += 1
+    try:
+        yield
+    finally:
+        _held["depth"] -= 1
+        if not _held["depth"] and _held["pending"]:
+            signum, _held["pending"] = _held["pending"], 0
+            raise DemoStopped(signum)
 
 
 def _attachment_message(n: int, subject: str, filename: str, payload: bytes,
@@ -128,34 +152,42 @@ def run_demo(keep: bool = False, out: TextIO | None = None) -> list[dict[str, st
         raise DemoError("Postfix or clamd is not installed: run `make demo`, which installs them")
     messages = demo_messages()
     with ExitStack() as stack:
-        base = Path(tempfile.mkdtemp(prefix="holdscan-demo-"))
+        with _uninterrupted():
+            base = Path(tempfile.mkdtemp(prefix="holdscan-demo-"))
+            stack.callback(shutil.rmtree, base, True)
         os.chmod(base, 0o755)
-        stack.callback(shutil.rmtree, base, True)
         write(f"holdscan demo: working in {base}\n")
-        sink = stack.enter_context(Sink(free_port(), base / "sink"))
-        pf = stack.enter_context(PostfixInstance(sink.port, base=base))
+        with _uninterrupted():
+            sink = stack.enter_context(Sink(free_port(), base / "sink"))
+        with _uninterrupted():
+            pf = stack.enter_context(PostfixInstance(sink.port, base=base))
         write(f"  Postfix   127.0.0.1:{pf.port} (holds everything it receives)\n")
-        rds = stack.enter_context(RedisServer())
+        with _uninterrupted():
+            rds = stack.enter_context(RedisServer())
         write(f"  Redis     {rds.url}\n")
-        clamd = stack.enter_context(ClamdServer(tcp=False))
+        with _uninterrupted():
+            clamd = stack.enter_context(ClamdServer(tcp=False))
         write(f"  clamd     {clamd.addresses[0]} (one generated EICAR signature)\n")
         cfg = lab_config(base / "holdscan.toml", pf.config_dir, rds.url, clamd.addresses[0])
         logs = base / "logs"
         logs.mkdir()
-        cluster = Cluster(cfg, logs)
-        stack.callback(cluster.close)
-        cluster.start_worker(concurrency=1, name="worker-a")
-        cluster.start_worker(concurrency=1, name="worker-b")
+        with _uninterrupted():
+            cluster = Cluster(cfg, logs)
+            stack.callback(cluster.close)
+            cluster.start_worker(concurrency=1, name="worker-a")
+            cluster.start_worker(concurrency=1, name="worker-b")
         flower_port = free_port()
         flower_log = stack.enter_context(open(logs / "flower.log", "wb"))
-        flower = subprocess.Popen(
-            [str(Path(sys.executable).parent / "celery"), "-A", "workers.app", "flower",
-             f"--port={flower_port}", "--address=127.0.0.1", f"--broker={rds.url}"],
-            env={**os.environ, "HOLDSCAN_CONFIG": str(cfg)},
-            stdout=flower_log, stderr=subprocess.STDOUT)
-        stack.callback(flower.wait, 10)
-        stack.callback(flower.terminate)
-        cluster.start_dispatcher()
+        with _uninterrupted():
+            flower = subprocess.Popen(
+                [str(Path(sys.executable).parent / "celery"), "-A", "workers.app", "flower",
+                 f"--port={flower_port}", "--address=127.0.0.1", f"--broker={rds.url}"],
+                env={**os.environ, "HOLDSCAN_CONFIG": str(cfg)},
+                stdout=flower_log, stderr=subprocess.STDOUT)
+            stack.callback(flower.wait, 10)
+            stack.callback(flower.terminate)
+        with _uninterrupted():
+            cluster.start_dispatcher()
         write("  dispatcher and two workers started\n\nsending "
               f"{len(messages)} messages by SMTP ...\n")
         for _subject, data in messages:
@@ -211,10 +243,16 @@ def main_demo(keep: bool = False) -> int:
     except DemoError as e:
         print(f"holdscan demo: {e}", file=sys.stderr)
         return 2
-    except DemoStopped as e:
-        print(f"holdscan demo: stopped by {e}; everything it started is stopped and removed",
-              file=sys.stderr)
-        return 128 + e.signum
+    except Exception as e:
+        # Unwinding from DemoStopped can raise something else on the way (smtplib's QUIT
+        # after an interrupted command): stopped all the same, and cleaned up.
+        signum = e.signum if isinstance(e, DemoStopped) else _held["stopped"]
+        if not signum:
+            raise
+        name = signal.Signals(signum).name
+        print(f"holdscan demo: stopped by {name}; everything it started is stopped and "
+              "removed", file=sys.stderr)
+        return 128 + signum
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

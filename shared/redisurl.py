@@ -16,12 +16,12 @@ connection, so after a failover they reach the promoted replica.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import redis
-from redis.retry import Retry
-from redis.sentinel import Sentinel
+if TYPE_CHECKING:       # redis itself only when a client is made: every command loads config
+    import redis
+    from redis.retry import Retry
 
 SENTINEL_PORT = 26379
 SENTINEL_FORM = "sentinel://[:PASSWORD@]HOST:PORT[/DB];sentinel://HOST:PORT;..."
@@ -96,6 +96,9 @@ def client(url: str, master_name: str = "", sentinel_password: str = "",
                                 "socket_connect_timeout": socket_connect_timeout}
     if retry is not None:
         timeouts["retry"] = retry
+    import redis
+    from redis.sentinel import Sentinel
+
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **timeouts)
     s = SentinelURL.parse(url)

@@ -25,13 +25,17 @@ def sentinel_group() -> Iterator[SentinelGroup]:
         yield group
 
 
-def test_master_killed_mid_run_a_replica_takes_over(postfix, sink, cluster, sentinel_group):
+def test_master_killed_mid_run_a_replica_takes_over(postfix, sink, cluster, clamd,
+                                                   sentinel_group):
     group = sentinel_group
     c = cluster(broker_url=group.url, verdict_deadline=5.0, tables={"broker": {
         "url": group.url, "sentinel_master": group.master_name,
         "sentinel_password": group.sentinel_password,
         # A verdict lost with the master is waited for this long (+30 s) before resending.
-        "task_time_limit": 10, "visibility_timeout": 60}})
+        "task_time_limit": 10, "visibility_timeout": 60},
+        # clamd's address in the URL form (unix:///path): the EICAR below must reach it.
+        "scanners.clamav": {"addresses": ["unix://" + clamd.addresses[0][len("unix:"):]],
+                            "timeout": 10.0}})
     c.start_worker(concurrency=1, name="a")
     c.start_worker(concurrency=1, name="b")
     c.start_dispatcher()
