@@ -47,6 +47,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -224,6 +225,10 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         wait_delivered(log, args.warmup, args.timeout, args.stall, diagnose)
         log.delays.clear()
 
+        if args.profile and setup.holdscan:
+            stack.enter_context(Profiler(Path(args.profile) / f"{setup.name}-{rnd}", {
+                "dispatcher": roots["dispatcher"][0],
+                **{f"worker{i}": pid for i, pid in enumerate(roots["workers"])}}))
         procs = cpu.processes()
         before = {g: cpu.tree_seconds(r, procs) for g, r in roots.items()}
         machine_before = cpu.machine_seconds()
@@ -247,6 +252,60 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
                                "messages: some were delivered twice")
         return Result(setup.name, rnd, args.messages, seconds, accepted, used, machine,
                       log.delays[:], gap)
+
+
+class Profiler:
+    """py-spy sampling the dispatcher and the workers (with their pool processes) for the
+    timed run, idle waits left out: collapsed stacks in DIR/NAME.txt."""
+
+    def __init__(self, directory: Path, pids: dict[str, int]) -> None:
+        self.directory, self.pids = directory, pids
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Profiler:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            self.procs.append(subprocess.Popen(
+                [spy, "record", "--gil", "--threads", "--nonblocking", "--subprocesses", "--format", "raw",
+                 "--rate", "200", "-o", str(self.directory / f"{name}.txt"), "--pid", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1)
+        self.threads = self._thread_ticks()
+        return self
+
+    def _thread_ticks(self) -> dict[tuple[int, int], tuple[str, int]]:
+        """(pid, tid) -> (thread name, CPU ticks) of every process profiled."""
+        out = {}
+        for pid in cpu.descendants(self.pids.values(), cpu.processes()):
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    text = (task / "stat").read_text()
+                except OSError:
+                    continue
+                name = text[text.find("(") + 1:text.rfind(")")]
+                fields = text[text.rfind(")") + 2:].split()
+                out[(pid, int(task.name))] = (name, int(fields[11]) + int(fields[12]))
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        after = self._thread_ticks()
+        with open(self.directory / "threads.txt", "w") as f:
+            for key, (name, ticks) in sorted(after.items()):
+                used = ticks - self.threads.get(key, (name, 0))[1]
+                f.write(f"{key[0]:>8} {key[1]:>8} {name:16} {used / cpu.TICK:8.2f}s\n")
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            for pid in self.pids.values():
+                f.flush()
+                subprocess.run([spy, "dump", "--pid", str(pid)], stdout=f,
+                               stderr=subprocess.STDOUT, check=False)
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 class Diagnosis:
@@ -384,6 +443,9 @@ def main() -> None:
                     help="seconds without a delivery before the run says what it waits for")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", metavar="PATH", help="also write every run's figures here")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="record the dispatcher's and workers' stacks with py-spy during each "
+                    "timed run (costs CPU: not for figures)")
     args = ap.parse_args()
     if not args.explore and (args.messages < MIN_MESSAGES or args.rounds < 3):
         ap.error(f"a figure needs at least {MIN_MESSAGES} messages and 3 rounds; "
