@@ -213,7 +213,7 @@ class Spool:
 
     def message_logs(self, queue_id: str) -> list[str]:
         """Which of Postfix's per-message logs (defer, bounce, trace) this ID has."""
-        return [q for q in PER_MESSAGE_LOGS if self.path(q, queue_id).exists()]
+        return [q for q in PER_MESSAGE_LOGS if os.path.exists(self.path(q, queue_id))]
 
     def find(self, queue_id: str, queues: tuple[str, ...] = ("hold",)) -> Path | None:
         for q in queues:
