@@ -1,54 +1,150 @@
-"""Throughput of Postfix alone against Postfix + holdscan, measured in one run.
+"""Throughput, CPU per message and delivery latency: Postfix alone against Postfix + holdscan.
 
-The same smtp-source load (default 2,000 messages of 5 KB over 20 sessions) goes
-through a private Postfix that relays to smtp-sink:
+Every set-up is a private Postfix relaying to smtp-sink on this machine, loaded
+by smtp-source (5 KB messages over 20 SMTP sessions by default):
 
-  1. Postfix alone (no HOLD);
-  2. Postfix + holdscan: HOLD, dispatcher, clamd, 1 worker process;
-  3. the same with 2 worker processes;
-  4. the same with the dispatcher's local scanner pool (--local 2, no broker).
+  alone      Postfix alone, no HOLD;
+  holdscan   Postfix with HOLD, the dispatcher, 2 Celery workers (one process
+             each), Redis, and clamd configured as Debian ships it (its
+             temporary files in /tmp, on disk): the headline figure;
+  tmpfs      the same, clamd's temporary files on tmpfs (tuned);
+  local      the dispatcher's local scanner pool (--local 2, no broker, no
+             workers), clamd as Debian ships it (tuned).
 
-Time runs from the first message sent to the last delivery logged by Postfix.
-Everything runs on this machine; on a noisy 2-core machine repeat the run and
-read the ratios rather than the absolute figures.
+holdscan runs with its default settings (verdict_deadline 300 s, log level
+INFO), not the lab's short deadlines, so a lost verdict shows as the stall it
+would be in production.
 
-Usage: .venv/bin/python benchmarks/throughput.py [--messages 2000] [--size 5000]
+What keeps a figure honest:
+  - every timed run starts with fresh servers and a warm-up (500 messages by
+    default, delivered before the clock starts), so Postfix's smtpd, cleanup
+    and smtp processes and holdscan's workers and clamd sessions are running;
+  - a timed run is at least 10,000 messages (--explore allows fewer);
+  - the set-ups take turns (alone, holdscan, tmpfs, alone, holdscan, ...),
+    three rounds by default, and each figure is printed as the median with
+    the lowest and highest value;
+  - time runs from the first message sent to the last delivery logged;
+  - CPU time is read from /proc for each process tree (Postfix = its master
+    and everything under it; dispatcher; workers; clamd; Redis; the load =
+    smtp-source and smtp-sink) and for the whole machine, which includes
+    whatever else runs on it;
+  - latency is Postfix's own `delay=` of each delivery: from the message's
+    arrival at smtpd to the sink's reply, the same instrument for every set-up.
+
+A delivery that stops making progress for --stall seconds prints what is
+waiting (hold, in flight, the Celery queue, the reply list) and, with py-spy
+installed, the dispatcher's and workers' stacks.
+
+Usage: .venv/bin/python benchmarks/throughput.py [--rounds 3] [--messages 10000]
+           [--setups alone,holdscan,tmpfs] [--json results.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import re
+import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from holdscan.lab import cpu  # noqa: E402
 from holdscan.lab.clamd import ClamdServer  # noqa: E402
-from holdscan.lab.cluster import Cluster, lab_config  # noqa: E402
+from holdscan.lab.cluster import Cluster, write_config  # noqa: E402
 from holdscan.lab.postfix import PostfixInstance, free_port  # noqa: E402
 from holdscan.lab.redis import RedisServer  # noqa: E402
 
-SENT = re.compile(r"status=sent")
+MIN_MESSAGES = 10_000
+GROUPS = ("postfix", "dispatcher", "workers", "clamd", "redis", "load")
+HOLDSCAN_GROUPS = ("dispatcher", "workers", "clamd", "redis")
+SENT = re.compile(rb"status=sent")
+DELAY = re.compile(rb" delay=([0-9.]+),")
 
 
-def run_load(pf: PostfixInstance, messages: int, size: int, sessions: int,
-             timeout: float = 600) -> float:
-    start = time.monotonic()
-    subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-                    "-f", "bench@example.test", "-t", "sink@example.test",
-                    f"127.0.0.1:{pf.port}"], check=True)
-    while True:
-        n = len(SENT.findall(pf.log()))
-        if n >= messages:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"only {n} of {messages} delivered after {timeout}s")
-        time.sleep(0.1)
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    label: str
+    holdscan: bool = True
+    workers: int = 2
+    local: int = 0
+    clamd: str = "debian"           # "debian": Debian's clamd.conf; "tmpfs": temp on tmpfs
+    tuned: bool = False
+
+
+SETUPS = {s.name: s for s in (
+    Setup("alone", "Postfix alone", holdscan=False),
+    Setup("holdscan", "Postfix + holdscan, 2 workers, clamd as Debian ships it"),
+    Setup("tmpfs", "Postfix + holdscan, 2 workers, clamd temp files on tmpfs", clamd="tmpfs",
+          tuned=True),
+    Setup("local", "Postfix + holdscan --local 2, clamd as Debian ships it", workers=0,
+          local=2, tuned=True),
+)}
+
+
+@dataclass
+class Result:
+    setup: str
+    round: int
+    messages: int
+    seconds: float                  # first message sent -> last delivery logged
+    accept_seconds: float           # first message sent -> smtp-source done
+    cpu: dict[str, float]           # process tree -> CPU seconds during the timed run
+    machine: float                  # busy CPU seconds of the whole machine
+    delays: list[float] = field(default_factory=list, repr=False)
+    longest_gap: float = 0.0        # longest time without a delivery
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def ms_per_message(self, groups: tuple[str, ...]) -> float:
+        return 1000 * sum(self.cpu.get(g, 0.0) for g in groups) / self.messages
+
+    def percentile(self, q: float) -> float:
+        d = sorted(self.delays)
+        return d[min(len(d) - 1, int(q * len(d)))] if d else float("nan")
+
+
+class MailLog:
+    """Postfix's log, read from where we left off: deliveries and their delays."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.rest = b""
+        self.sent = 0
+        self.delays: list[float] = []
+
+    def poll(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.sent
+        self.offset += len(data)
+        data, self.rest = self.rest + data, b""
+        cut = data.rfind(b"\n") + 1
+        data, self.rest = data[:cut], data[cut:]
+        for line in data.splitlines():
+            if SENT.search(line):
+                self.sent += 1
+                m = DELAY.search(line)
+                if m:
+                    self.delays.append(float(m.group(1)))
+        return self.sent
 
 
 def smtp_sink(port: int) -> subprocess.Popen[bytes]:
@@ -56,71 +152,327 @@ def smtp_sink(port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def with_holdscan(args: argparse.Namespace, workers: int, local: int = 0) -> float:
+def smtp_source(port: int, messages: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["smtp-source", "-s", str(args.sessions), "-m", str(messages),
+                             "-l", str(args.size), "-f", "bench@example.test",
+                             "-t", "sink@example.test", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL)
+
+
+def wait_delivered(log: MailLog, count: int, timeout: float, stall: float,
+                   diagnose: object = None) -> float:
+    """Wait until `count` deliveries are logged; the longest gap between two."""
+    start = last_progress = time.monotonic()
+    seen, gap, told = log.poll(), 0.0, False
+    while seen < count:
+        time.sleep(0.2)
+        now = time.monotonic()
+        n = log.poll()
+        if n > seen:
+            gap = max(gap, now - last_progress)
+            seen, last_progress, told = n, now, False
+        elif now - last_progress > stall and not told and callable(diagnose):
+            print(f"    no delivery for {now - last_progress:.0f}s at {seen}/{count}:",
+                  flush=True)
+            diagnose()
+            told = True
+        if now - start > timeout:
+            raise TimeoutError(f"only {seen} of {count} delivered after {timeout:.0f}s")
+    return max(gap, time.monotonic() - last_progress)
+
+
+def master_pid(pf: PostfixInstance) -> int:
+    return int((pf.queue_dir / "pid" / "master.pid").read_text().split()[0])
+
+
+def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
     sink_port = free_port()
-    sink = smtp_sink(sink_port)
     base = Path(tempfile.mkdtemp(prefix="holdscan-bench-"))
     os.chmod(base, 0o755)
-    try:
-        with PostfixInstance(sink_port) as pf, RedisServer() as rds, \
-                ClamdServer(tcp=False) as clamd:
-            cfg = lab_config(base / "holdscan.toml", pf.config_dir, rds.url,
-                             clamd.addresses[0], batch_size=args.batch_size)
+    with ExitStack() as stack:
+        sink = smtp_sink(sink_port)
+        stack.callback(lambda: (sink.terminate(), sink.wait()))
+        stack.callback(shutil.rmtree, base, True)
+        pf = stack.enter_context(PostfixInstance(sink_port, hold=setup.holdscan))
+        roots: dict[str, list[int]] = {"postfix": [master_pid(pf)], "load": [sink.pid]}
+        diagnose = None
+        if setup.holdscan:
+            clamd = stack.enter_context(ClamdServer(tcp=False, debian=setup.clamd == "debian"))
+            tables = {"postfix": {"config_directory": str(pf.config_dir)},
+                      "scanners.clamav": {"addresses": [clamd.addresses[0]]}}
+            roots["clamd"] = [clamd.proc.pid]
+            cluster = None
+            if setup.local:
+                cfg = write_config(base / "holdscan.toml", tables)
+            else:
+                rds = stack.enter_context(RedisServer())
+                roots["redis"] = [rds.proc.pid]
+                cfg = write_config(base / "holdscan.toml", {**tables, "broker": {"url": rds.url}})
             cluster = Cluster(cfg, base)
+            stack.callback(cluster.close)
+            for i in range(setup.workers):
+                cluster.start_worker(concurrency=1, name=f"bench{i}-", log_level="INFO")
+            extra = ["--local", str(setup.local)] if setup.local else []
+            cluster.start_dispatcher(*extra)
+            roots["dispatcher"] = [cluster.dispatcher.pid]
+            roots["workers"] = [w.pid for w in cluster.workers]
+            diagnose = Diagnosis(pf, cluster, rds.url if not setup.local else "", base)
+        log = MailLog(pf.maillog)
+
+        # Warm-up: every process the timed run needs is running before the clock starts.
+        warm = smtp_source(pf.port, args.warmup, args)
+        warm.wait()
+        wait_delivered(log, args.warmup, args.timeout, args.stall, diagnose)
+        log.delays.clear()
+
+        if args.profile and setup.holdscan:
+            stack.enter_context(Profiler(Path(args.profile) / f"{setup.name}-{rnd}", {
+                "dispatcher": roots["dispatcher"][0],
+                **{f"worker{i}": pid for i, pid in enumerate(roots["workers"])}}))
+        procs = cpu.processes()
+        before = {g: cpu.tree_seconds(r, procs) for g, r in roots.items()}
+        machine_before = cpu.machine_seconds()
+        start = time.monotonic()
+        load = smtp_source(pf.port, args.messages, args)
+        _, status, usage = os.wait4(load.pid, 0)
+        load.returncode = os.waitstatus_to_exitcode(status)
+        accepted = time.monotonic() - start
+        if load.returncode != 0:
+            raise RuntimeError(f"smtp-source exited with {load.returncode}")
+        gap = wait_delivered(log, args.warmup + args.messages, args.timeout, args.stall,
+                             diagnose)
+        seconds = time.monotonic() - start
+        procs = cpu.processes()
+        used = {g: cpu.tree_seconds(r, procs) - before[g] for g, r in roots.items()}
+        used["load"] += usage.ru_utime + usage.ru_stime
+        machine = cpu.machine_seconds() - machine_before
+        time.sleep(1)
+        if log.poll() != args.warmup + args.messages:
+            raise RuntimeError(f"{log.sent - args.warmup} deliveries for {args.messages} "
+                               "messages: some were delivered twice")
+        return Result(setup.name, rnd, args.messages, seconds, accepted, used, machine,
+                      log.delays[:], gap)
+
+
+class Profiler:
+    """py-spy sampling the dispatcher and the workers (with their pool processes) for the
+    timed run, idle waits left out: collapsed stacks in DIR/NAME.txt."""
+
+    def __init__(self, directory: Path, pids: dict[str, int]) -> None:
+        self.directory, self.pids = directory, pids
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Profiler:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            self.procs.append(subprocess.Popen(
+                [spy, "record", "--gil", "--threads", "--nonblocking", "--subprocesses", "--format", "raw",
+                 "--rate", "200", "-o", str(self.directory / f"{name}.txt"), "--pid", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1)
+        self.threads = self._thread_ticks()
+        return self
+
+    def _thread_ticks(self) -> dict[tuple[int, int], tuple[str, int]]:
+        """(pid, tid) -> (thread name, CPU ticks) of every process profiled."""
+        out = {}
+        for pid in cpu.descendants(self.pids.values(), cpu.processes()):
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    text = (task / "stat").read_text()
+                except OSError:
+                    continue
+                name = text[text.find("(") + 1:text.rfind(")")]
+                fields = text[text.rfind(")") + 2:].split()
+                out[(pid, int(task.name))] = (name, int(fields[11]) + int(fields[12]))
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        after = self._thread_ticks()
+        with open(self.directory / "threads.txt", "w") as f:
+            for key, (name, ticks) in sorted(after.items()):
+                used = ticks - self.threads.get(key, (name, 0))[1]
+                f.write(f"{key[0]:>8} {key[1]:>8} {name:16} {used / cpu.TICK:8.2f}s\n")
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            for pid in self.pids.values():
+                f.flush()
+                subprocess.run([spy, "dump", "--pid", str(pid)], stdout=f,
+                               stderr=subprocess.STDOUT, check=False)
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
             try:
-                if local:
-                    cluster.start_dispatcher("--local", str(local), "--log-level", "WARNING")
-                else:
-                    for i in range(workers):
-                        cluster.start_worker(concurrency=1, name=f"bench{i}-")
-                    cluster.start_dispatcher("--log-level", "WARNING")
-                time.sleep(3)      # let workers connect and clamd load
-                return run_load(pf, args.messages, args.size, args.sessions)
-            finally:
-                cluster.close()
-    finally:
-        sink.terminate()
-        sink.wait()
-        subprocess.run(["rm", "-rf", str(base)], check=False)
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
-def postfix_alone(args: argparse.Namespace) -> float:
-    sink_port = free_port()
-    sink = smtp_sink(sink_port)
+class Diagnosis:
+    """What a stalled holdscan run is waiting for, printed once per stall."""
+
+    def __init__(self, pf: PostfixInstance, cluster: Cluster, redis_url: str,
+                 base: Path) -> None:
+        self.pf, self.cluster, self.redis_url, self.base = pf, cluster, redis_url, base
+        self.n = 0
+
+    def __call__(self) -> None:
+        self.n += 1
+        print(f"      hold: {len(self.pf.queue_files('hold'))}, incoming: "
+              f"{len(self.pf.queue_files('incoming'))}, active: "
+              f"{len(self.pf.queue_files('active'))}", flush=True)
+        status = self.pf.queue_dir / "holdscan" / "status.json"
+        if status.exists():
+            st = json.loads(status.read_text())
+            print(f"      dispatcher: in_flight {st.get('in_flight')}, waiting "
+                  f"{len(st.get('waiting', {}))}", flush=True)
+        if self.redis_url:
+            import redis
+            r = redis.Redis.from_url(self.redis_url)
+            replies = [k.decode() for k in r.keys("holdscan:verdicts:*")]
+            print(f"      redis: queue {r.llen('holdscan')}, unacked {r.hlen('unacked')}, "
+                  f"replies {[(k, r.llen(k)) for k in replies]}, content keys "
+                  f"{len(r.keys('holdscan:msg:*'))}", flush=True)
+        if shutil.which("py-spy"):
+            pids = [self.cluster.dispatcher.pid] if self.cluster.dispatcher else []
+            pids += list(cpu.descendants([w.pid for w in self.cluster.workers],
+                                         cpu.processes()))
+            out = self.base.parent / f"holdscan-bench-stall-{os.getpid()}-{self.n}.txt"
+            with open(out, "w") as f:
+                for pid in pids:
+                    subprocess.run(["py-spy", "dump", "--pid", str(pid)], stdout=f,
+                                   stderr=subprocess.STDOUT, check=False)
+                f.write(self.cluster.logs()[-20000:])
+            print(f"      stacks and logs: {out}", flush=True)
+
+
+# -- the report ------------------------------------------------------------------------------
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def machine_line() -> str:
+    model = "?"
     try:
-        with PostfixInstance(sink_port, hold=False) as pf:
-            return run_load(pf, args.messages, args.size, args.sessions)
-    finally:
-        sink.terminate()
-        sink.wait()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
+            f"load average before the runs {os.getloadavg()[0]:.2f}")
+
+
+def versions() -> str:
+    def first_line(*argv: str) -> str:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, check=False)
+            return (p.stdout or p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    postfix = first_line("postconf", "-d", "-h", "mail_version")
+    import celery
+    return (f"Postfix {postfix}, {first_line('/usr/sbin/clamd', '--version')}, "
+            f"{first_line('redis-server', '--version').split(' sha=')[0]}, "
+            f"Celery {celery.__version__}, Python {platform.python_version()}")
+
+
+def report(results: list[Result], args: argparse.Namespace, setups: list[Setup]) -> None:
+    by = {s.name: [r for r in results if r.setup == s.name] for s in setups}
+    alone = by.get("alone", [])
+    alone_rate = statistics.median(r.rate for r in alone) if alone else 0.0
+    print(f"\n{args.messages} messages of {args.size} bytes per timed run, after "
+          f"{args.warmup} to warm up; {args.sessions} SMTP sessions; {args.rounds} rounds, "
+          "set-ups interleaved; median [lowest-highest]")
+    print(f"machine: {machine_line()}")
+    print(f"software: {versions()}")
+    print("holdscan: default settings (batch 20, verdict_deadline 300 s, log level INFO); "
+          "clamd: a one-signature test database (no official signatures here)")
+    print("Shared machine: other work ran beside these runs, so msg/s and the whole-machine "
+          "CPU are noisy; the CPU of each process tree is less affected.\n")
+    print(f"{'set-up':62} {'msg/s':>16} {'vs alone':>16} {'p50 s':>14} {'p99 s':>14}")
+    for s in setups:
+        rs = by[s.name]
+        if not rs:
+            continue
+        ratios = [r.rate / a.rate for r, a in zip(rs, alone, strict=False)] if alone else []
+        label = s.label + (" (tuned)" if s.tuned else "")
+        print(f"{label:62} {spread([r.rate for r in rs]):>16} "
+              f"{spread(ratios, '{:.2f}') if s.holdscan else '':>16} "
+              f"{spread([r.percentile(0.5) for r in rs], '{:.2f}'):>14} "
+              f"{spread([r.percentile(0.99) for r in rs], '{:.2f}'):>14}")
+    if alone_rate:
+        print("(vs alone: each round's rate over the same round's Postfix alone)")
+    print("\nCPU ms per message (process trees read from /proc; 'holdscan' = dispatcher + "
+          "workers + clamd + Redis)")
+    cols = [*GROUPS, "holdscan", "machine"]
+    print(f"{'set-up':14}" + "".join(f"{c:>17}" for c in cols))
+    for s in setups:
+        rs = by[s.name]
+        if not rs:
+            continue
+        cells = [spread([r.ms_per_message((g,)) for r in rs], "{:.2f}") for g in GROUPS]
+        cells.append(spread([r.ms_per_message(HOLDSCAN_GROUPS) for r in rs], "{:.2f}")
+                     if s.holdscan else "-")
+        cells.append(spread([1000 * r.machine / r.messages for r in rs], "{:.2f}"))
+        print(f"{s.name:14}" + "".join(f"{c:>17}" for c in cells))
+    gaps = [(r.setup, r.round, r.longest_gap) for r in results if r.longest_gap > args.stall]
+    for name, rnd, gap in gaps:
+        print(f"STALL: {name} round {rnd}: {gap:.0f}s without a delivery")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--messages", type=int, default=MIN_MESSAGES,
+                    help=f"per timed run (at least {MIN_MESSAGES}; fewer with --explore)")
+    ap.add_argument("--explore", action="store_true",
+                    help="allow fewer messages and rounds: a quick look, not a figure to quote")
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=5000)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=20)
-    ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--setups", default="alone,holdscan,tmpfs",
+                    help=f"comma-separated, in the order they take turns: {', '.join(SETUPS)}")
+    ap.add_argument("--stall", type=float, default=20.0,
+                    help="seconds without a delivery before the run says what it waits for")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--json", metavar="PATH", help="also write every run's figures here")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="record the dispatcher's and workers' stacks with py-spy during each "
+                    "timed run (costs CPU: not for figures)")
     args = ap.parse_args()
-    results = []
-    t = postfix_alone(args)
-    results.append(("Postfix alone", t))
-    print(f"Postfix alone: {args.messages / t:7.1f} msg/s", flush=True)
-    runs = [("Postfix + holdscan, 1 worker", 1, 0), ("Postfix + holdscan, 2 workers", 2, 0)]
-    if not args.skip_local:
-        runs.append(("Postfix + holdscan --local 2", 0, 2))
-    for label, workers, local in runs:
-        t2 = with_holdscan(args, workers, local)
-        results.append((label, t2))
-        print(f"{label}: {args.messages / t2:7.1f} msg/s", flush=True)
-    base = args.messages / results[0][1]
-    print(f"\n{args.messages} messages of {args.size} bytes, {args.sessions} SMTP sessions, "
-          f"batch size {args.batch_size}, {os.cpu_count()} cores")
-    print(f"{'set-up':34} {'msg/s':>8} {'ratio':>7}")
-    for label, t in results:
-        rate = args.messages / t
-        print(f"{label:34} {rate:8.1f} {rate / base:7.0%}")
+    if not args.explore and (args.messages < MIN_MESSAGES or args.rounds < 3):
+        ap.error(f"a figure needs at least {MIN_MESSAGES} messages and 3 rounds; "
+                 "--explore for a quick look")
+    try:
+        setups = [SETUPS[n] for n in args.setups.split(",")]
+    except KeyError as e:
+        ap.error(f"no set-up {e}; choose from {', '.join(SETUPS)}")
+    results: list[Result] = []
+    for rnd in range(1, args.rounds + 1):
+        for s in setups:
+            r = run_once(s, rnd, args)
+            results.append(r)
+            print(f"round {rnd} {s.name:10} {r.rate:7.1f} msg/s  ({r.seconds:.1f}s, SMTP done "
+                  f"at {r.accept_seconds:.1f}s)  p50 {r.percentile(0.5):.2f}s p99 "
+                  f"{r.percentile(0.99):.2f}s  CPU ms/msg: " + " ".join(
+                      f"{g} {r.ms_per_message((g,)):.2f}" for g in GROUPS if g in r.cpu)
+                  + f"  machine {1000 * r.machine / r.messages:.2f}", flush=True)
+            if args.json:
+                write_json(args.json, results)
+    report(results, args, setups)
+
+
+def write_json(path: str, results: list[Result]) -> None:
+    out = [{**asdict(r), "rate": r.rate, "p50": r.percentile(0.5), "p99": r.percentile(0.99),
+            "delays": None} for r in results]
+    Path(path).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

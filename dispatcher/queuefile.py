@@ -37,6 +37,7 @@ has the same envelope, content and extracted records as parse(x).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -175,6 +176,7 @@ def _encode(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
+@functools.lru_cache(maxsize=4096)
 def _split_attr(data: bytes) -> tuple[bytes, bytes] | None:
     """Split "name=value" as Postfix's split_nameval() does, or None if malformed."""
     # Postfix handles the record as a C string: a NUL ends it.
@@ -317,6 +319,25 @@ def parse(data: bytes | bytearray | memoryview) -> QueueFile:
             continue
 
         if section == 1:
+            if t == _N and not pieces and de - ds < 0x80:
+                # Most of a message: N records of one-byte length, one after another.
+                # Read the run in one tight loop; anything else goes the long way.
+                content.append(buf[ds:de])
+                ln = de - ds
+                if ln > max_piece:
+                    max_piece = ln
+                while pos + 1 < n and buf[pos] == _N:
+                    ln = buf[pos + 1]
+                    if ln >= 0x80 or pos + 2 + ln > n:
+                        break
+                    content.append(buf[pos + 2:pos + 2 + ln])
+                    if ln > max_piece:
+                        max_piece = ln
+                    budget -= 2 + ln
+                    pos += 2 + ln
+                if budget < 0:
+                    raise QueueFileError(pos, "pointer loop: records are read more than once")
+                continue
             ln = de - ds
             if ln > max_piece:
                 max_piece = ln
@@ -630,6 +651,9 @@ class QueueFile:
                     pending.append((sec, i))
                 else:
                     if t == "A":
+                        # Most A records are about the client, not a recipient.
+                        if b"dsn_orig_rcpt" not in r.data and b"notify_flags" not in r.data:
+                            continue
                         split = _split_attr(r.data)
                         if split is None:
                             continue

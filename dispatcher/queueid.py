@@ -10,6 +10,7 @@ that, the way Postfix's mail_queue_enter() does.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -113,9 +114,9 @@ def hash_key(queue_id: str) -> str:
 def queue_path(queue_dir: str | Path, queue: str, queue_id: str,
                hashed_queues: frozenset[str] | set[str], depth: int) -> Path:
     """Where `queue_id` lives in `queue` (e.g. "incoming"), honouring hash_queue_names/_depth."""
-    base = Path(queue_dir) / queue
+    # One string, one Path: this runs several times per message.
+    parts = [os.fspath(queue_dir), queue]
     if queue in hashed_queues:
-        key = hash_key(queue_id)
-        for level in range(depth):
-            base = base / key[level]
-    return base / queue_id
+        parts += hash_key(queue_id)[:depth]
+    parts.append(queue_id)
+    return Path("/".join(parts))

@@ -26,7 +26,8 @@ What can happen to a held file while it is claimed, and by whom:
  postsuper -H ID / -r ID   renames it out of hold    the same: the message is Postfix's again
  postsuper -h, other HOLD  parks mail in hold        mail with defer/bounce/trace logs was queued
                                                      before: left alone (Intake.parked)
- qmgr                      flocks incoming files     our lock is held only while scanning
+ qmgr                      flocks incoming files     our lock is let go just before the
+                                                     release rename, never held in incoming
  a second dispatcher       the same operations       refused at start (lock_dispatcher)
  power loss                drops unsynced changes    every step is fsync'd in the order below
 
@@ -212,7 +213,7 @@ class Spool:
 
     def message_logs(self, queue_id: str) -> list[str]:
         """Which of Postfix's per-message logs (defer, bounce, trace) this ID has."""
-        return [q for q in PER_MESSAGE_LOGS if self.path(q, queue_id).exists()]
+        return [q for q in PER_MESSAGE_LOGS if os.path.exists(self.path(q, queue_id))]
 
     def find(self, queue_id: str, queues: tuple[str, ...] = ("hold",)) -> Path | None:
         for q in queues:
@@ -277,6 +278,11 @@ class Spool:
             # qmgr leaves files with a future mtime alone until that time.
             os.utime(claim.fd, (now, now))
         crashpoint("release.before_rename")
+        # Unlocked before it lands in incoming: qmgr, scanning incoming at any moment under
+        # load, puts a file it finds locked back with its time stamp a minute ahead and then
+        # skips it; with no later wake-up the message waits for master's 300 s wake-up.
+        # The open descriptor still pins the inode, so the name we rename is ours.
+        fcntl.flock(claim.fd, fcntl.LOCK_UN)
         try:
             self._rename(claim.path, target)
         except FileNotFoundError:

@@ -111,8 +111,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if close:
             close()
     from workers.app import app, cfg
-    argv = ["worker", f"--loglevel={args.log_level}", "-E",
-            f"--queues={args.queues or cfg.broker.queue}"]
+    argv = ["worker", f"--loglevel={args.log_level}",
+            f"--queues={args.queues or cfg.broker.queue}"] + (["-E"] if cfg.broker.task_events
+                                                             else [])
     concurrency = args.concurrency or cfg.worker.concurrency
     if concurrency:
         argv.append(f"--concurrency={concurrency}")

@@ -37,8 +37,11 @@ def make_app(cfg: Config) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         task_publish_retry=False,         # the dispatcher retries by itself, with backoff
-        worker_send_task_events=True,     # Flower shows the workers and their tasks
-        task_send_sent_event=True,
+        # Task events cost a worker about a third of its Celery CPU (three events per task,
+        # measured with benchmarks/throughput.py --profile); Flower turns them on in the
+        # workers while it runs, and broker.task_events has them always on.
+        worker_send_task_events=b.task_events,
+        task_send_sent_event=b.task_events,
         worker_hijack_root_logger=False,
     )
     return app

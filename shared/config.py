@@ -57,6 +57,7 @@ class BrokerConfig:
     visibility_timeout: int = 3600
     task_time_limit: int = 600      # must stay below visibility_timeout
     content_ttl: int = 3600
+    task_events: bool = False       # Celery task events always on (Flower turns them on anyway)
 
 
 @dataclass

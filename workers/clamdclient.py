@@ -18,6 +18,14 @@ where reuse pays most. A stale session (clamd restarted, or its IdleTimeout
 closed it) fails on first use and is replaced at once by a fresh connection,
 so reuse never costs a verdict.
 
+FILDES: over a UNIX socket clamd is on this host, so instead of streaming
+the bytes (which clamd writes to a file in its TemporaryDirectory — /tmp, on
+disk, as Debian ships it — before it scans them) the client writes them into
+a memfd and hands clamd the descriptor (FILDES, SCM_RIGHTS): clamd scans it
+in place. Only streams up to FILDES_MAX go that way: FILDES knows nothing of
+StreamMaxLength, so larger ones keep INSTREAM and its "too large" answer. A
+clamd that refuses FILDES gets INSTREAM from then on. TCP is always INSTREAM.
+
 Pool: scans go round-robin over the addresses; an address that fails is
 tried last for `retry_after` seconds, so one dead clamd costs one failed
 connect, not one per message. When every address fails the caller gets
@@ -27,15 +35,22 @@ so scanning resumes by itself when clamd is back.
 
 from __future__ import annotations
 
+import array
+import logging
 import os
 import socket
 import struct
 import time
 from dataclasses import dataclass
 
+log = logging.getLogger("holdscan.clamd")
+
 _CHUNK = 1 << 20            # INSTREAM chunk: few syscalls; clamd's StreamMaxLength bounds it
 _SMALL = 256 * 1024         # streams up to this size go in a single write
 _MAX_REPLY = 64 * 1024
+# Streams up to this size go by FILDES over a UNIX socket; far below any StreamMaxLength
+# one would set, so that "too large" means the same whichever way a message goes.
+FILDES_MAX = 1 << 20
 SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded. ERROR"
 # Debian's clamav-daemon socket: the default of [scanners.clamav] addresses, of `holdscan
 # check` and of `holdscan worker --clamd`.
@@ -168,6 +183,23 @@ class Connection:
             # clamd stops reading and closes when a stream passes its
             # StreamMaxLength; its reply saying so is still there to read.
             send_error = e
+        return self._reply(send_error)
+
+    def fildes(self, fd: int) -> str:
+        """Have clamd scan the file open as `fd` (UNIX sockets only); its reply line."""
+        self.last_used = time.monotonic()
+        send_error: OSError | None = None
+        try:
+            # The command first; the descriptor follows in a message of its own, with one
+            # byte to carry it: clamd refuses a descriptor that comes with the command.
+            self.sock.sendall(b"zFILDES\0")
+            self.sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                         array.array("i", [fd]))])
+        except OSError as e:
+            send_error = e
+        return self._reply(send_error)
+
+    def _reply(self, send_error: OSError | None) -> str:
         try:
             reply = self._read_reply()
         except ClamdUnavailable:
@@ -223,6 +255,9 @@ class ClamdPool:
         self._next = 0
         self._down_until: dict[Address, float] = {}
         self._sessions: dict[Address, Connection] = {}
+        self._no_fildes: set[Address] = set()
+        self._memfd = -1
+        self._memfd_pid = 0
 
     def _order(self) -> list[Address]:
         n = len(self.addresses)
@@ -252,23 +287,55 @@ class ClamdPool:
         raise ClamdUnavailable("; ".join(failures))
 
     def _instream(self, address: Address, data: tuple[bytes, ...]) -> str:
+        fd = -1
+        if (address.family == socket.AF_UNIX and address not in self._no_fildes
+                and sum(len(b) for b in data) <= FILDES_MAX):
+            fd = self._fill_memfd(data)
+        reply = self._send(address, data, fd)
+        if fd >= 0 and reply.endswith(" ERROR") and reply != SIZE_LIMIT_REPLY:
+            # This clamd does not take descriptors (another host's socket, a proxy, an
+            # old clamd): stream to it from now on.
+            log.warning("clamd at %s refused FILDES (%s); using INSTREAM", address, reply)
+            self._no_fildes.add(address)
+            reply = self._send(address, data, -1)
+        return reply
+
+    def _fill_memfd(self, data: tuple[bytes, ...]) -> int:
+        """One memfd per process, rewritten for each scan; clamd gets a duplicate of it
+        and is done with it when it has replied."""
+        if self._memfd_pid != os.getpid():
+            # Inherited across fork it would share its offset with the parent: a new one.
+            self._memfd = os.memfd_create("holdscan-scan", os.MFD_CLOEXEC)
+            self._memfd_pid = os.getpid()
+        fd = self._memfd
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        for b in data:
+            view = memoryview(b)
+            while view:
+                view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def _send(self, address: Address, data: tuple[bytes, ...], fd: int) -> str:
+        """One scan over a session (or a connection of its own): FILDES if fd >= 0."""
         if not self.reuse:
             conn = Connection(address, self.timeout, self.connect_timeout, session=False)
             try:
-                return conn.instream(*data)
+                return conn.fildes(fd) if fd >= 0 else conn.instream(*data)
             finally:
                 conn.close()
         conn_or_none = self._session(address)
         if conn_or_none is not None:
             try:
-                return self._session_scan(conn_or_none, data)
+                return self._session_scan(conn_or_none, data, fd)
             except ClamdTimeout:
                 raise       # clamd is there but slow: a new connection would not help
             except ClamdUnavailable:
                 pass        # stale session: clamd restarted or timed it out; start afresh
         conn = Connection(address, self.timeout, self.connect_timeout, session=True)
         self._sessions[address] = conn
-        return self._session_scan(conn, data)
+        return self._session_scan(conn, data, fd)
 
     def _session(self, address: Address) -> Connection | None:
         conn = self._sessions.pop(address, None)
@@ -284,9 +351,9 @@ class ClamdPool:
         self._sessions[address] = conn
         return conn
 
-    def _session_scan(self, conn: Connection, data: tuple[bytes, ...]) -> str:
+    def _session_scan(self, conn: Connection, data: tuple[bytes, ...], fd: int = -1) -> str:
         try:
-            reply = conn.instream(*data)
+            reply = conn.fildes(fd) if fd >= 0 else conn.instream(*data)
         except ClamdUnavailable:
             self._drop(conn)
             raise
@@ -303,3 +370,6 @@ class ClamdPool:
         for conn in self._sessions.values():
             conn.close()
         self._sessions.clear()
+        if self._memfd >= 0 and self._memfd_pid == os.getpid():
+            os.close(self._memfd)
+        self._memfd = -1

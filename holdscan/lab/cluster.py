@@ -71,10 +71,11 @@ class Cluster:
                                     start_new_session=True)
 
     def start_worker(self, concurrency: int = 1, name: str = "w",
-                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                     env: dict[str, str] | None = None, log_level: str = "WARNING"
+                     ) -> subprocess.Popen[bytes]:
         p = self._spawn([HOLDSCAN, "worker", "--config", str(self.config),
                          f"--concurrency={concurrency}", f"--hostname={name}{self._n}@%h",
-                         "--log-level=WARNING"], "worker", env)
+                         f"--log-level={log_level}"], "worker", env)
         self.workers.append(p)
         return p
 
