@@ -40,6 +40,7 @@ to the message, and going over a limit is undecidable.
 from __future__ import annotations
 
 import email
+import functools
 import email.errors
 import email.header
 import email.message
@@ -114,8 +115,9 @@ class Part:
     def content_type(self) -> str:
         return self.declared_types[0] if self.declared_types else "text/plain"
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
+        """SHA-256 of the payload (computed once: every reading is merged by it)."""
         return _digest(self.payload)
 
     @property
@@ -217,6 +219,7 @@ def _merge(*readings: list[Part]) -> list[Part]:
                 anomalies=tuple(_unique(seen.anomalies + part.anomalies)),
                 span=where.span,
             )
+            merged[key].__dict__["digest"] = key
     return list(merged.values())
 
 
@@ -497,13 +500,13 @@ class _TolerantReading:
             self.undecidable.append(what)
 
     def _emit(self, path: str, types: list[str], names: list[str], payload: bytes,
-              anomalies: list[str], span: _Span | None) -> None:
+              anomalies: list[str], span: _Span | None, key: bytes | None = None) -> None:
         budget.check()
         self.emitted += 1
         if self.emitted > self.limits.max_parts:
             raise _OverLimit(f"more than {self.limits.max_parts} MIME parts")
         where = (span.start, span.end) if span is not None and span.buf is self.raw else None
-        key = _digest(payload)
+        key = key or _digest(payload)
         at = self.seen.get(key)
         if at is not None:
             # The same bytes by another reading or in another part: kept under
@@ -516,10 +519,12 @@ class _TolerantReading:
                 raise _OverLimit(f"MIME parts decode to more than {self.max_decoded} bytes "
                                  f"(every reading together)")
         self.seen.setdefault(key, len(self.parts))
-        self.parts.append(Part(path=path, declared_types=tuple(_unique(types)),
-                               filenames=tuple(_unique(names)), payload=payload,
-                               readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies)),
-                               span=where))
+        part = Part(path=path, declared_types=tuple(_unique(types)),
+                    filenames=tuple(_unique(names)), payload=payload,
+                    readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies)),
+                    span=where)
+        part.__dict__["digest"] = key       # the cached_property, already known
+        self.parts.append(part)
 
     def _walk(self, entity: _Span, depth: int, path: str, default_type: str,
               outer_end: int) -> None:
@@ -628,6 +633,7 @@ class _TolerantReading:
         emitted = 0
         undecodable = True
         seen: set[bytes] = set()
+        text = any(t.startswith("text/") for t in types)
         for cte in ctes or ["identity"]:
             for payload, why in self._decodings(body, cte, path):
                 if emitted >= self.limits.max_variants:
@@ -642,9 +648,14 @@ class _TolerantReading:
                 if why:
                     self._problem(f"{_label(path)}: {why}")
                 self._emit(path if emitted == 0 else f"{path}~{emitted}", types, names,
-                           payload, notes, entity)
+                           payload, notes, entity, key)
                 emitted += 1
-                self._embedded(payload, types, path)
+                # Clients look for uuencode, yEnc and BinHex in text they show, and in
+                # bodies sent as they are; a binary attachment decoded cleanly from
+                # base64 is saved as it is, and not searched (it costs on every one).
+                if (text or cte in ("identity", "unknown") or why
+                        or "application/mac-binhex40" in types):
+                    self._embedded(payload, types, path)
         if ctes and undecodable and body.data.strip():
             self._undecidable(f"{_label(path)}: its {', '.join(ctes)} body decodes to "
                               f"nothing under any reading")
