@@ -106,16 +106,19 @@ def qp_readings(body: bytes) -> Iterator[Reading]:
     """The readings of a quoted-printable body: Python's (invalid escapes kept as they
     are, as RFC 2045 advises) first, then those of decoders that do otherwise."""
     yield binascii.a2b_qp(body), ""
+    # One search for ordinary mail: "=" and blanks at the end of a line is an
+    # invalid escape too.
+    if not _QP_INVALID.search(body):
+        return
     if _QP_SOFT_BLANKS.search(body):
         # RFC 2045: blanks at the end of a line are to be removed, so "= " ends
         # a soft line break; decoders that do so join the lines.
         yield binascii.a2b_qp(_QP_TRAILING.sub(rb"\1", body)), \
             "quoted-printable soft line break followed by blanks"
-    if _QP_INVALID.search(body):
-        why = "quoted-printable with invalid escapes"
-        yield binascii.a2b_qp(_QP_INVALID.sub(b"", body)), why           # "=" dropped
-        yield binascii.a2b_qp(_QP_INVALID_3.sub(b"", body)), why         # "=XX" dropped
-        yield binascii.a2b_qp(_QP_JUNK_THEN_HEX.sub(rb"=\1", body)), why  # "=W41" -> "A"
+    why = "quoted-printable with invalid escapes"
+    yield binascii.a2b_qp(_QP_INVALID.sub(b"", body)), why           # "=" dropped
+    yield binascii.a2b_qp(_QP_INVALID_3.sub(b"", body)), why         # "=XX" dropped
+    yield binascii.a2b_qp(_QP_JUNK_THEN_HEX.sub(rb"=\1", body)), why  # "=W41" -> "A"
 
 
 # --- uuencode ------------------------------------------------------------------------------

@@ -40,11 +40,11 @@ to the message, and going over a limit is undecidable.
 from __future__ import annotations
 
 import email
-import functools
 import email.errors
 import email.header
 import email.message
 import email.utils
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
