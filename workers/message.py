@@ -121,6 +121,11 @@ class Part:
         return _digest(self.payload)
 
     @property
+    def origin(self) -> str:
+        """The part this is a reading of: "2" for "2~1", another decoding of part 2."""
+        return self.path.split("~", 1)[0]
+
+    @property
     def alternative(self) -> bool:
         """Not the plain reading of a part: another decoding ("2~1"), a part only
         another cut reveals ("2.alt1"), a file encoded inside a body ("2.uu1"), or a
@@ -174,6 +179,12 @@ class ParsedMessage:
         """The raw bytes alone, when parsing failed: clamd can still scan them."""
         return cls(raw=raw, strict=(), tolerant=(), parts=(), problems=(reason,),
                    undecidable=(reason,))
+
+    def readings_of(self, part: Part) -> tuple[Part, ...]:
+        """Every decoding of the part `part` is a decoding of, `part` among them: a
+        judgement that one reading is garbage (a damaged archive) holds only if
+        every reading of the part is."""
+        return tuple(p for p in self.parts if p.origin == part.origin)
 
     @property
     def suspect_parts(self) -> tuple[Part, ...]:
