@@ -356,6 +356,7 @@ def _cte_kind(value: str) -> str:
 
 _DELIMITER_LINE = re.compile(rb"^--([!-~][ -~]{0,69}?)(--)?[ \t]*\r?$", re.MULTILINE)
 _MAX_REASONS = 20
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _WORK_FACTOR = 16           # bytes examined by splitting, per byte of message
 
 
@@ -494,6 +495,13 @@ class _TolerantReading:
     def run(self) -> None:
         try:
             self._walk(_Span(self.raw, 0, len(self.raw)), 0, "", "text/plain", len(self.raw))
+            # A message written with bare CR line ends (old Macs) is one long header
+            # line to a reader that wants LF; clients that accept CR see its structure.
+            head = self.raw[:max(split_head(self.raw).body_start, 8192)]
+            if head.count(b"\r") != head.count(b"\r\n"):
+                self._problem("bare CR line ends in the header; read as line ends too")
+                converted = _BARE_CR.sub(b"\r\n", self.raw)
+                self._walk(_Span.of(converted), 0, "~cr", "text/plain", len(converted))
         except _OverLimit as e:
             self.over_limit = True
             self.undecidable.insert(0, str(e))     # the reason that matters most
@@ -758,7 +766,7 @@ class _TolerantReading:
             data = body.data
             if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
                 self._problem("bare CR line ends; read as line ends too")
-                out.append(_Span.of(re.sub(rb"\r(?!\n)", b"\r\n", data)))
+                out.append(_Span.of(_BARE_CR.sub(b"\r\n", data)))
         return _unique_spans(out)[: self.limits.max_variants]
 
     def _read_on(self, body: _Span, boundary: bytes, outer_end: int) -> _Split | None:
