@@ -24,8 +24,10 @@ policy which parts it may remove (workers/strip.py).
 One message costs at most the CPU budget (`[scanners.mime] cpu_seconds`,
 workers/budget.py), parsing and every scanner together: past it, the step that
 was running gives an `unscannable` finding saying so, the other scanners are
-skipped but clamav, which still scans the raw bytes (its CPU cost here is
-sending them), and the verdict is final rather than an error retried for ever.
+skipped but clamav, which still scans the raw bytes, and the verdict is final
+rather than an error retried for ever. The scanners that talk to a daemon
+(clamav, spam) are not interrupted (a kept session must not be left out of
+step); their CPU cost here is sending bytes, bounded by the parse limits.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ from workers import derived, strip
 from workers.budget import OverBudget, cpu_budget
 from workers.message import ParsedMessage, ParseLimits
 from workers.scanners.base import Scanner, ScanResult
-from workers.scanners.clamav import ClamavScanner
 
 log = logging.getLogger("holdscan.engine")
 
 _MAX_STATUS = 300           # keeps the header line well below SMTP's 998
+_DAEMON_CLIENTS = ("clamav", "spam")        # scanners the CPU budget does not interrupt
 
 
 def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
@@ -92,14 +94,17 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     spam_high = False
     scanner_headers: dict[str, str] = {}
     for scanner in scanners:
-        if over and not isinstance(scanner, ClamavScanner):
+        if over and scanner.name != "clamav":
             # The message has cost what it may; the verdict is unscannable already.
-            # Only clamd still looks, at the raw bytes (little CPU here, and an
-            # infected verdict is worth having), under a budget of its own.
+            # Only clamd still looks, at the raw bytes: an infected verdict is worth
+            # having.
             continue
         t = time.perf_counter()
         try:
-            with cpu_budget(seconds if over else left()):
+            # A scanner that talks to a daemon is not interrupted: a signal in the
+            # middle of a kept session would leave it out of step for the next
+            # message. Its CPU here is sending bytes, bounded by the parse limits.
+            with cpu_budget(0.0 if scanner.name in _DAEMON_CLIENTS else left()):
                 result = scanner.run(msg, request)
         except OverBudget:
             result = ScanResult([over_budget(scanner.name, "scanning")])

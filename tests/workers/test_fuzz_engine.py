@@ -86,4 +86,7 @@ def test_the_queue_file_codec_survives_mutated_files() -> None:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             assert time.process_time() - started < 1.0, where
-            assert peak < MEMORY_FACTOR * len(data) + 2**20, (where, peak)
+            # The codec keeps each line as an object of its own: a file of empty
+            # lines (2 bytes a record) costs ~100 bytes a line, so per record too.
+            records = data.count(b"N") + data.count(b"L")
+            assert peak < MEMORY_FACTOR * len(data) + 160 * records + 2**20, (where, peak)
