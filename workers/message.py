@@ -354,7 +354,10 @@ def _cte_kind(value: str) -> str:
 
 # --- the tolerant reading -----------------------------------------------------------
 
-_DELIMITER_LINE = re.compile(rb"^--([!-~][ -~]{0,69}?)(--)?[ \t]*\r?$", re.MULTILINE)
+# A line that could be a delimiter: "--", then at most 70 boundary characters, "--" and
+# blanks (stripped in Python: a lazy group before optional blanks backtracks over a
+# long run of blanks once per character).
+_DELIMITER_LINE = re.compile(rb"^--([!-~][ -~]{0,79})\r?$", re.MULTILINE)
 _MAX_REASONS = 20
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _WORK_FACTOR = 16           # bytes examined by splitting, per byte of message
@@ -715,7 +718,11 @@ class _TolerantReading:
         """Delimiter-looking lines in a body whose declared boundary is missing or absent."""
         counts: dict[bytes, int] = {}
         for m in _DELIMITER_LINE.finditer(body):
-            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+            boundary = m.group(1).rstrip(b" \t")
+            if boundary.endswith(b"--") and len(boundary) > 2:
+                boundary = boundary[:-2]
+            if len(boundary) <= 70:
+                counts[boundary] = counts.get(boundary, 0) + 1
         likely = sorted((n, b) for b, n in counts.items() if n >= 2)
         return [b for _, b in reversed(likely)][: self.limits.max_variants]
 
