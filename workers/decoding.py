@@ -51,15 +51,18 @@ def base64_readings(body: bytes) -> Iterator[Reading]:
         strict = binascii.a2b_base64(compact, strict_mode=True)
     except binascii.Error:
         strict = None
-    lines = [line.strip(_WHITESPACE) for line in body.split(b"\n")]
     if strict is not None:
         yield strict, ""
         # Decoders that decode line by line drop the leftover bits of a line whose
         # length is not a multiple of four; only then is there another reading.
-        if any(len(line) % 4 for line in lines[:-1] if line):
-            yield b"".join(lenient_b64decode(line) for line in lines if line), \
-                "base64 lines whose length is not a multiple of 4"
+        # (Line lengths counted in C: this runs on every base64 attachment.)
+        if any(n % 4 for n in set(map(len, body.replace(b"\r", b"").split(b"\n")[:-1]))):
+            lines = [line.strip(_WHITESPACE) for line in body.split(b"\n")]
+            if any(len(line) % 4 for line in lines[:-1] if line):
+                yield b"".join(lenient_b64decode(line) for line in lines if line), \
+                    "base64 lines whose length is not a multiple of 4"
         return
+    lines = [line.strip(_WHITESPACE) for line in body.split(b"\n")]
     junk = bool(compact.translate(None, _B64_CHARS + b"="))
     why = "base64 with characters outside the alphabet" if junk else "base64 with odd padding"
     # Skip what is not base64 and read on after any padding.
@@ -103,16 +106,19 @@ def qp_readings(body: bytes) -> Iterator[Reading]:
     """The readings of a quoted-printable body: Python's (invalid escapes kept as they
     are, as RFC 2045 advises) first, then those of decoders that do otherwise."""
     yield binascii.a2b_qp(body), ""
+    # One search for ordinary mail: "=" and blanks at the end of a line is an
+    # invalid escape too.
+    if not _QP_INVALID.search(body):
+        return
     if _QP_SOFT_BLANKS.search(body):
         # RFC 2045: blanks at the end of a line are to be removed, so "= " ends
         # a soft line break; decoders that do so join the lines.
         yield binascii.a2b_qp(_QP_TRAILING.sub(rb"\1", body)), \
             "quoted-printable soft line break followed by blanks"
-    if _QP_INVALID.search(body):
-        why = "quoted-printable with invalid escapes"
-        yield binascii.a2b_qp(_QP_INVALID.sub(b"", body)), why           # "=" dropped
-        yield binascii.a2b_qp(_QP_INVALID_3.sub(b"", body)), why         # "=XX" dropped
-        yield binascii.a2b_qp(_QP_JUNK_THEN_HEX.sub(rb"=\1", body)), why  # "=W41" -> "A"
+    why = "quoted-printable with invalid escapes"
+    yield binascii.a2b_qp(_QP_INVALID.sub(b"", body)), why           # "=" dropped
+    yield binascii.a2b_qp(_QP_INVALID_3.sub(b"", body)), why         # "=XX" dropped
+    yield binascii.a2b_qp(_QP_JUNK_THEN_HEX.sub(rb"=\1", body)), why  # "=W41" -> "A"
 
 
 # --- uuencode ------------------------------------------------------------------------------

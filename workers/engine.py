@@ -22,10 +22,12 @@ more without those parts; if that is clean, Verdict.strip tells a `strip`
 policy which parts it may remove (workers/strip.py).
 
 One message costs at most the CPU budget (`[scanners.mime] cpu_seconds`,
-workers/budget.py) in parsing and in each scanner: past it, that step gives an
-`unscannable` finding saying where, the message is read no further (the
-scanners still get the raw bytes, which clamd scans), and the verdict is final
-rather than an error retried for ever.
+workers/budget.py), parsing and every scanner together: past it, the step that
+was running gives an `unscannable` finding saying so, the other scanners are
+skipped but clamav, which still scans the raw bytes, and the verdict is final
+rather than an error retried for ever. The scanners that talk to a daemon
+(clamav, spam) are not interrupted (a kept session must not be left out of
+step); their CPU cost here is sending bytes, bounded by the parse limits.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from workers.scanners.base import Scanner, ScanResult
 log = logging.getLogger("holdscan.engine")
 
 _MAX_STATUS = 300           # keeps the header line well below SMTP's 998
+_DAEMON_CLIENTS = ("clamav", "spam")        # scanners the CPU budget does not interrupt
 
 
 def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
@@ -55,18 +58,29 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     started = time.perf_counter()
     limits = next((s.parse_limits for s in scanners if s.parse_limits is not None), None)
     seconds = (limits or ParseLimits()).cpu_seconds
+    cpu_started = time.process_time()
+    over = False        # the budget is used up: what is left is clamd's look at the raw bytes
+
+    def left() -> float:
+        # A budget of 0 is none; a used-up one must not read as none.
+        return 0.0 if seconds <= 0 else max(1e-3, seconds - (time.process_time() - cpu_started))
+
+    def over_budget(scanner: str, what: str) -> Finding:
+        log.warning("%s: %s over the CPU budget of %gs", request.queue_id, what, seconds)
+        return Finding(scanner, "unscannable",
+                       f"{what} takes more than the CPU budget of {seconds:g}s")
+
     findings: list[Finding] = []
     # Findings made from an exception: these bytes broke a parser or scanner (the
     # message's fault), unlike a component that did not answer (nobody's fault here).
     faults: list[Finding] = []
     try:
-        with cpu_budget(seconds):
+        with cpu_budget(left()):
             msg = ParsedMessage.from_bytes(raw, limits)
     except OverBudget:
-        log.warning("%s: MIME parsing over the CPU budget of %gs", request.queue_id, seconds)
-        why = f"MIME parsing takes more than the CPU budget of {seconds:g}s"
-        msg = ParsedMessage.unparsed(raw, why)
-        findings.append(Finding("parse", "unscannable", why))
+        over = True
+        findings.append(over_budget("parse", "MIME parsing"))
+        msg = ParsedMessage.unparsed(raw, findings[-1].detail)
     # As broad as for the scanners, for the same reason: a parser bug must
     # cost this message a retry, not the worker its life.
     except Exception as e:
@@ -80,15 +94,23 @@ def scan_message(raw: bytes, request: ScanRequest, scanners: Sequence[Scanner],
     spam_high = False
     scanner_headers: dict[str, str] = {}
     for scanner in scanners:
+        if over and scanner.name != "clamav":
+            # The message has cost what it may; the verdict is unscannable already.
+            # Only clamd still looks, at the raw bytes: an infected verdict is worth
+            # having.
+            continue
         t = time.perf_counter()
         try:
-            with cpu_budget(seconds):
+            # A scanner that talks to a daemon is not interrupted: a signal in the
+            # middle of a kept session would leave it out of step for the next
+            # message. Its CPU here is sending bytes, bounded by the parse limits.
+            with cpu_budget(0.0 if scanner.name in _DAEMON_CLIENTS else left()):
                 result = scanner.run(msg, request)
         except OverBudget:
-            log.warning("%s: scanner %s over the CPU budget of %gs", request.queue_id,
-                        scanner.name, seconds)
-            result = ScanResult([Finding(scanner.name, "unscannable",
-                                         f"takes more than the CPU budget of {seconds:g}s")])
+            result = ScanResult([over_budget(scanner.name, "scanning")])
+            if not over:
+                over = True
+                msg = ParsedMessage.unparsed(raw, result.findings[0].detail)
         # Deliberately broad: whatever a scanner does wrong, this message gets
         # an error verdict (it stays in hold) and the worker goes on.
         except Exception as e:

@@ -44,6 +44,7 @@ import email.errors
 import email.header
 import email.message
 import email.utils
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -114,9 +115,15 @@ class Part:
     def content_type(self) -> str:
         return self.declared_types[0] if self.declared_types else "text/plain"
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
+        """SHA-256 of the payload (computed once: every reading is merged by it)."""
         return _digest(self.payload)
+
+    @property
+    def origin(self) -> str:
+        """The part this is a reading of: "2" for "2~1", another decoding of part 2."""
+        return self.path.split("~", 1)[0]
 
     @property
     def alternative(self) -> bool:
@@ -173,6 +180,12 @@ class ParsedMessage:
         return cls(raw=raw, strict=(), tolerant=(), parts=(), problems=(reason,),
                    undecidable=(reason,))
 
+    def readings_of(self, part: Part) -> tuple[Part, ...]:
+        """Every decoding of the part `part` is a decoding of, `part` among them: a
+        judgement that one reading is garbage (a damaged archive) holds only if
+        every reading of the part is."""
+        return tuple(p for p in self.parts if p.origin == part.origin)
+
     @property
     def suspect_parts(self) -> tuple[Part, ...]:
         """Parts that a MIME decoder like clamd's may not have seen as we did.
@@ -217,6 +230,7 @@ def _merge(*readings: list[Part]) -> list[Part]:
                 anomalies=tuple(_unique(seen.anomalies + part.anomalies)),
                 span=where.span,
             )
+            merged[key].__dict__["digest"] = key
     return list(merged.values())
 
 
@@ -340,8 +354,12 @@ def _cte_kind(value: str) -> str:
 
 # --- the tolerant reading -----------------------------------------------------------
 
-_DELIMITER_LINE = re.compile(rb"^--([!-~][ -~]{0,69}?)(--)?[ \t]*\r?$", re.MULTILINE)
+# A line that could be a delimiter: "--", then at most 70 boundary characters, "--" and
+# blanks (stripped in Python: a lazy group before optional blanks backtracks over a
+# long run of blanks once per character).
+_DELIMITER_LINE = re.compile(rb"^--([!-~][ -~]{0,79})\r?$", re.MULTILINE)
 _MAX_REASONS = 20
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _WORK_FACTOR = 16           # bytes examined by splitting, per byte of message
 
 
@@ -480,6 +498,13 @@ class _TolerantReading:
     def run(self) -> None:
         try:
             self._walk(_Span(self.raw, 0, len(self.raw)), 0, "", "text/plain", len(self.raw))
+            # A message written with bare CR line ends (old Macs) is one long header
+            # line to a reader that wants LF; clients that accept CR see its structure.
+            head = self.raw[:max(split_head(self.raw).body_start, 8192)]
+            if head.count(b"\r") != head.count(b"\r\n"):
+                self._problem("bare CR line ends in the header; read as line ends too")
+                converted = _BARE_CR.sub(b"\r\n", self.raw)
+                self._walk(_Span.of(converted), 0, "~cr", "text/plain", len(converted))
         except _OverLimit as e:
             self.over_limit = True
             self.undecidable.insert(0, str(e))     # the reason that matters most
@@ -497,13 +522,13 @@ class _TolerantReading:
             self.undecidable.append(what)
 
     def _emit(self, path: str, types: list[str], names: list[str], payload: bytes,
-              anomalies: list[str], span: _Span | None) -> None:
+              anomalies: list[str], span: _Span | None, key: bytes | None = None) -> None:
         budget.check()
         self.emitted += 1
         if self.emitted > self.limits.max_parts:
             raise _OverLimit(f"more than {self.limits.max_parts} MIME parts")
         where = (span.start, span.end) if span is not None and span.buf is self.raw else None
-        key = _digest(payload)
+        key = key or _digest(payload)
         at = self.seen.get(key)
         if at is not None:
             # The same bytes by another reading or in another part: kept under
@@ -516,10 +541,12 @@ class _TolerantReading:
                 raise _OverLimit(f"MIME parts decode to more than {self.max_decoded} bytes "
                                  f"(every reading together)")
         self.seen.setdefault(key, len(self.parts))
-        self.parts.append(Part(path=path, declared_types=tuple(_unique(types)),
-                               filenames=tuple(_unique(names)), payload=payload,
-                               readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies)),
-                               span=where))
+        part = Part(path=path, declared_types=tuple(_unique(types)),
+                    filenames=tuple(_unique(names)), payload=payload,
+                    readings=frozenset({TOLERANT}), anomalies=tuple(_unique(anomalies)),
+                    span=where)
+        part.__dict__["digest"] = key       # the cached_property, already known
+        self.parts.append(part)
 
     def _walk(self, entity: _Span, depth: int, path: str, default_type: str,
               outer_end: int) -> None:
@@ -628,6 +655,7 @@ class _TolerantReading:
         emitted = 0
         undecodable = True
         seen: set[bytes] = set()
+        text = any(t.startswith("text/") for t in types)
         for cte in ctes or ["identity"]:
             for payload, why in self._decodings(body, cte, path):
                 if emitted >= self.limits.max_variants:
@@ -642,9 +670,14 @@ class _TolerantReading:
                 if why:
                     self._problem(f"{_label(path)}: {why}")
                 self._emit(path if emitted == 0 else f"{path}~{emitted}", types, names,
-                           payload, notes, entity)
+                           payload, notes, entity, key)
                 emitted += 1
-                self._embedded(payload, types, path)
+                # Clients look for uuencode, yEnc and BinHex in text they show, and in
+                # bodies sent as they are; a binary attachment decoded cleanly from
+                # base64 is saved as it is, and not searched (it costs on every one).
+                if (text or cte in ("identity", "unknown") or why
+                        or "application/mac-binhex40" in types):
+                    self._embedded(payload, types, path)
         if ctes and undecodable and body.data.strip():
             self._undecidable(f"{_label(path)}: its {', '.join(ctes)} body decodes to "
                               f"nothing under any reading")
@@ -685,7 +718,11 @@ class _TolerantReading:
         """Delimiter-looking lines in a body whose declared boundary is missing or absent."""
         counts: dict[bytes, int] = {}
         for m in _DELIMITER_LINE.finditer(body):
-            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+            boundary = m.group(1).rstrip(b" \t")
+            if boundary.endswith(b"--") and len(boundary) > 2:
+                boundary = boundary[:-2]
+            if len(boundary) <= 70:
+                counts[boundary] = counts.get(boundary, 0) + 1
         likely = sorted((n, b) for b, n in counts.items() if n >= 2)
         return [b for _, b in reversed(likely)][: self.limits.max_variants]
 
@@ -736,7 +773,7 @@ class _TolerantReading:
             data = body.data
             if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
                 self._problem("bare CR line ends; read as line ends too")
-                out.append(_Span.of(re.sub(rb"\r(?!\n)", b"\r\n", data)))
+                out.append(_Span.of(_BARE_CR.sub(b"\r\n", data)))
         return _unique_spans(out)[: self.limits.max_variants]
 
     def _read_on(self, body: _Span, boundary: bytes, outer_end: int) -> _Split | None:

@@ -24,7 +24,7 @@ INNOCENT = ["boundary that never occurs", "multipart without a boundary paramete
             "second conflicting Content-Type, single part",
             "multipart/report DSN with several status parts",
             "Japanese name in folded RFC 2047 words (iso-2022-jp)", "S/MIME signed",
-            "mailing-list digest"]
+            "mailing-list digest", "footer part appended after the closing boundary"]
 HIDDEN = ["yEnc: =ybegin block in a text body", "base64 read differently: padded pieces",
           "structure: outer boundary inside an inner base64 body"]
 

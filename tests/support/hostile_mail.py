@@ -34,6 +34,8 @@ def hostile_shapes() -> dict[str, bytes]:
         "a quote then 100,000 semicolons": HEADERS
         + b'Content-Type: multipart/mixed; boundary=b; x="' + b";" * 100_000
         + b"\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+        "delimiter-like lines ending in long blank runs": HEADERS
+        + b"Content-Type: multipart/mixed\r\n\r\n" + (b"--x" + b" " * 1500 + b"y\r\n") * 1500,
         "30,000 parameters": HEADERS + b"Content-Type: text/plain"
         + b"; a=b" * 30_000 + body,
         "blocked parts by the hundred": multipart(*[

@@ -106,6 +106,19 @@ def innocent_corpus() -> dict[str, bytes]:
     out["mailing-list footer after the closing boundary"] = multipart(text, pdf).replace(
         b"--=_b0und4ry--\r\n", b"--=_b0und4ry--\r\n\r\n--\r\nTo unsubscribe, e-mail: "
         b"list-unsubscribe@example.test\r\n")
+    out["footer part appended after the closing boundary"] = multipart(text, pdf) + (
+        b"--=_b0und4ry\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+        b"Content-Disposition: inline\r\n\r\n_______________\r\nlist footer\r\n"
+        b"--=_b0und4ry--\r\n")
+    out["closing boundary repeated after the close"] = multipart(text, pdf) + (
+        b"\r\n--=_b0und4ry--\r\nsent from a broken mailer\r\n")
+    out["DSN with two status parts and returned headers"] = _dsn(3).replace(
+        b"Content-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n",
+        b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example.test"
+        b"\r\n\r\nFinal-Recipient: rfc822; x@example.test\r\nAction: delayed\r\n"
+        b"Status: 4.4.1\r\n\r\n--A1B2C3D4.1700000000/mx.example.test\r\n"
+        b"Content-Description: Undelivered Message Headers\r\n"
+        b"Content-Type: text/rfc822-headers\r\n")
     out["second conflicting Content-Type, single part"] = (
         TOP + b"Content-Type: text/plain; charset=us-ascii\r\n"
         b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hello</p>\r\n")

@@ -204,6 +204,8 @@ def reading_cases() -> dict[str, dict[str, Case]]:
             z, "application/zip")).replace(b"--=_b0und4ry\r\nContent-Type: application/zip",
                                            b"--=_b0und4ry \t\rContent-Type: application/zip")),
         "outer boundary inside an inner base64 body": _pair(_outer_in_inner),
+        "bare CR line ends throughout": _pair(lambda z: multipart(
+            TEXT, part(z, "application/zip")).replace(b"\r\n", b"\r")),
         "space in the type": _pair(lambda z: multipart(TEXT, part(z, "application/zip")).replace(
             b"multipart/mixed;", b"multipart /mixed;")),
         "unknown multipart subtype": _pair(lambda z: multipart(

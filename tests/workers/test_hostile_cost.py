@@ -5,7 +5,8 @@ it once hit took seconds on the reference machine (measured before the fix,
 process time, noisy 2-core machine shared by several jobs): a long token run
 without "=" in Content-Type 21 s, in Content-Disposition 11 s; a name of 40,000
 blanks 6.5 s; "begin 644 x" and 40,000 blanks 9.9 s; a quote then 100,000 ";"
-9.7 s; 400 blocked parts 1.9 s (strip.locate decoded every part again for each).
+9.7 s; 400 blocked parts 1.9 s (strip.locate decoded every part again for each);
+1,500 delimiter-like lines of 1,500 blanks 1.8 s.
 Linear code reads each in milliseconds; the bounds below are generous.
 """
 
@@ -127,10 +128,35 @@ class Spinner(Scanner):
 
 
 def test_a_message_past_the_cpu_budget_is_unscannable_with_the_reason() -> None:
+    # A scanner stuck in a loop.
     scanners = [MimeScanner({"cpu_seconds": 0.3}), AttachmentsScanner({}), Spinner({})]
     started = time.process_time()
     verdict = scan_message(multipart(b"Content-Type: text/plain\r\n\r\nhi"), REQUEST,
                            scanners, HeadersConfig(), "test-worker")
     assert time.process_time() - started < 2.0
     assert verdict.verdict == "unscannable"
-    assert verdict.reasons == ["spinner: takes more than the CPU budget of 0.3s"]
+    assert verdict.reasons == ["spinner: scanning takes more than the CPU budget of 0.3s"]
+    # Parsing and the scanners share the budget: a message costs it once.
+    scanners = [MimeScanner({"cpu_seconds": 0.3}), Spinner({}), Spinner({}), Spinner({})]
+    started = time.process_time()
+    verdict = scan_message(multipart(b"Content-Type: text/plain\r\n\r\nhi"), REQUEST,
+                           scanners, HeadersConfig(), "test-worker")
+    assert time.process_time() - started < 1.0
+    assert len(verdict.reasons) == 1
+
+
+def test_parsing_past_the_cpu_budget_leaves_clamd_the_raw_bytes(
+        monkeypatch: pytest.MonkeyPatch, scanners: list[Scanner]) -> None:
+    from tests.support.mail import eicar_variants
+
+    def spin(raw: bytes, limits: object = None) -> ParsedMessage:
+        while True:
+            sum(range(10_000))
+
+    monkeypatch.setattr(ParsedMessage, "from_bytes", staticmethod(spin))
+    mime = MimeScanner({"cpu_seconds": 0.3})
+    chosen = [mime, *[s for s in scanners if s.name != "mime"]]
+    verdict = scan_message(eicar_variants()["base64 attachment"], REQUEST, chosen,
+                           HeadersConfig(), "test-worker")
+    assert "parse: MIME parsing takes more than the CPU budget of 0.3s" in verdict.reasons
+    assert verdict.verdict == "infected"        # clamd still scanned the raw message
