@@ -50,6 +50,9 @@ _RATIO_FLOOR = MiB          # small members may compress steeply (zero padding);
 _STREAM_CHUNK = 16 * 1024   # compressed bytes fed per step: bounds overshoot past a ratio
 # Before a zip, these make it two archives in one file, not a zip with a preamble.
 _CONTAINERS = ARCHIVE_TYPES | {"7z", "rar", "cab", "iso"}
+# Office Open XML names that may carry macros (a zip inside is walked anyway).
+_OFFICE_MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm",
+                            ".ppam", ".ppsm", ".sldm")
 # Compressed streams: a zip signature inside one is noise, one after it is a zip.
 # (Not tar: a zip stored in a tar shows its signatures in the tar's bytes.)
 _STREAMS = ("gzip", "bzip2", "xz")
@@ -196,16 +199,27 @@ class _Walk:
         rule = self.rules.check_type(head)
         if rule:
             self.findings.append(("blocked", f"{rule}: {show_name(name)} in {label}"))
-        if archive_kind(head) is None:
+        nested = archive_kind(head) is not None
+        # Office documents go to the scanners after this one (macros) as parts.
+        # (Not the macro project inside an Office Open XML document: that document is one.)
+        lower = name.lower()
+        office = ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
+                  or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
+        if not nested and not office:
             return
         inner = f"{label} > {show_name(name)}"
-        if depth >= self.o["max_depth"]:
+        if nested and depth >= self.o["max_depth"]:
             raise _Stop(f"archives nested deeper than {self.o['max_depth']} levels: {inner}")
         limit = self.o["max_nested_size"]
         data = head + read(limit + 1 - len(head))
         if len(data) > limit:
-            raise _Stop(f"nested archive larger than {limit // MiB} MiB: {inner}")
-        self.archive(data, inner, name, depth + 1)
+            raise _Stop(f"nested {'archive' if nested else 'document'} larger than "
+                        f"{limit // MiB} MiB: {inner}")
+        if office:
+            self.extract(data, f"x{len(self.extracted) + 1}", name, inner,
+                         f"Office document in {label}")
+        if nested:
+            self.archive(data, inner, name, depth + 1)
 
     # --- zip ---
 
