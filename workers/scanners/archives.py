@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from shared.contract import Finding, ScanRequest
 from workers import cabinet, discimage, zipfind
-from workers.derived import derived_part, is_derived
+from workers.derived import derived_part, is_derived, is_guess
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
 from workers.scanners.base import Scanner, ScanResult, check_fallback, show_name
@@ -120,6 +120,9 @@ class ArchivesScanner(Scanner):
             extracted = len(walk.extracted)
             walk.top(part.payload, label, part.filenames[0] if part.filenames else "")
             new = [(a, d) for a, d in walk.findings[before:] if a != "clean"]
+            if is_guess(part):
+                # One of several guesses at a script's blob: a piece is no archive.
+                new = [("clean" if d.startswith("damaged archive") else a, d) for a, d in new]
             new += [("clean", note) for note in walk.notes[notes:]]
             # A derived part is no piece of the raw message: there is nothing to pin.
             paths = [] if is_derived(part) or not new else locate(msg.raw, part.payload)
