@@ -4,20 +4,16 @@ on_encrypted applies as before."""
 
 from __future__ import annotations
 
-import io
-import subprocess
 import time
 from pathlib import Path
 
-import py7zr
 import pytest
-import pyzipper
 
 from holdscan.lab.clamd import ClamdServer
 from shared.contract import Verdict
+from tests.support import encrypted
 from tests.support.mail import EICAR, HEADERS, PE, multipart, part
 from tests.support.scanning import Scan, make_config
-from tests.support.tools import require_program
 from workers.message import ParsedMessage
 from workers.passwords import candidates
 from workers.scanners import build_scanners
@@ -26,36 +22,16 @@ from workers.scanners.archives import ArchivesScanner
 PASSWORD = "Sommer-2024!"
 
 
-def zipcrypto(tmp_path: Path, members: dict[str, bytes], password: str = PASSWORD) -> bytes:
-    # ZipCrypto as Info-ZIP's zip writes it (Python's zipfile cannot encrypt).
-    require_program("zip")
-    work = tmp_path / "z"
-    work.mkdir(exist_ok=True)
-    for name, data in members.items():
-        (work / name).write_bytes(data)
-    subprocess.run(["zip", "-q", "-P", password, "out.zip", *members], cwd=work, check=True)
-    out = (work / "out.zip").read_bytes()
-    (work / "out.zip").unlink()
-    return out
+def zipcrypto(tmp_path: Path, members: dict[str, bytes]) -> bytes:
+    return encrypted.zipcrypto(tmp_path, members, PASSWORD)
 
 
-def aes_zip(members: dict[str, bytes], password: str = PASSWORD) -> bytes:
-    buf = io.BytesIO()
-    with pyzipper.AESZipFile(buf, "w", compression=pyzipper.ZIP_DEFLATED,
-                             encryption=pyzipper.WZ_AES) as z:
-        z.setpassword(password.encode())
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+def aes_zip(members: dict[str, bytes]) -> bytes:
+    return encrypted.aes_zip(members, PASSWORD)
 
 
-def seven_zip(members: dict[str, bytes], password: str = PASSWORD,
-              hide_names: bool = False) -> bytes:
-    buf = io.BytesIO()
-    with py7zr.SevenZipFile(buf, "w", password=password, header_encryption=hide_names) as z:
-        for name, data in members.items():
-            z.writestr(data, name)
-    return buf.getvalue()
+def seven_zip(members: dict[str, bytes], hide_names: bool = False) -> bytes:
+    return encrypted.seven_zip(members, PASSWORD, hide_names)
 
 
 def mail(archive: bytes, name: str, text: str = "", subject: str = "Invoice",

@@ -187,12 +187,15 @@ class _Walk:
 
     # --- dispatch ---
 
-    def archive(self, data: bytes, label: str, name: str, depth: int) -> None:
+    def archive(self, data: bytes, label: str, name: str, depth: int,
+                zip_after: bool = True) -> None:
+        """Walk `data` as what it is; `zip_after` False: do not look for a zip after it."""
         kind = archive_kind(data)
         try:
-            if kind == "zip":
+            if kind == "zip" and zip_after:
                 self.zip(data, label, depth)
-            elif kind in _STREAMS and data.find(zipfind.EOCD) >= 0 and self.zip(data, label, depth):
+            elif kind in _STREAMS and zip_after and data.find(zipfind.EOCD) >= 0 \
+                    and self.zip(data, label, depth):
                 pass    # a zip after the stream: zip() walked both
             elif kind == "tar":
                 self.tar(io.BytesIO(data), label, depth, counted=False)
@@ -281,7 +284,9 @@ class _Walk:
             self.findings.append((self.o["on_concatenated"],
                                   f"concatenated archives ({', '.join(what)}): {label}"))
             if before in ARCHIVE_TYPES:
-                self.archive(data[:prefix], f"{label} (data before the zip)", "", depth)
+                # Only what comes before: the zip after it is being walked already.
+                self.archive(data[:prefix], f"{label} (data before the zip)", "", depth,
+                             zip_after=False)
         elif prefix:
             self.notes.append(f"{prefix} bytes before the first zip entry: {label}")
 
@@ -347,8 +352,7 @@ class _Walk:
             try:
                 with zf.open(infos[probe], pwd=word) as f:
                     f.read(limit)
-            except (RuntimeError, zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError,
-                    EOFError, OSError, lzma.LZMAError, struct.error):
+            except _DECRYPT_ERRORS:
                 continue
             self.notes.append(f"encrypted archive opened with a password from the message: "
                               f"{label}")
@@ -721,6 +725,12 @@ class _Prepended:
                 out += self.stream.read(n - len(out))
             return out
         return self.stream.read(n)
+
+
+# pyzipper's BadZipFile is its own class, not zipfile's.
+_DECRYPT_ERRORS = (RuntimeError, zipfile.BadZipFile, pyzipper.BadZipFile, zlib.error,
+                   NotImplementedError, ValueError, EOFError, OSError, lzma.LZMAError,
+                   struct.error)
 
 
 def _encodings(words: list[str]) -> list[bytes]:
