@@ -339,7 +339,10 @@ class _Walk:
         Tried on its smallest encrypted member, read in full: ZipCrypto's one check
         byte lets 1 wrong password in 256 through, the CRC at the end does not.
         """
-        zf = pyzipper.AESZipFile(zipfind.Window(data, archive.end))
+        try:
+            zf = pyzipper.AESZipFile(zipfind.Window(data, archive.end))
+        except _DECRYPT_ERRORS:
+            return None
         infos = zf.infolist()
         locked = [i for i, info in enumerate(infos)
                   if info.flag_bits & 0x1 and not info.filename.endswith("/")]
@@ -727,10 +730,11 @@ class _Prepended:
         return self.stream.read(n)
 
 
-# pyzipper's BadZipFile is its own class, not zipfile's.
+# pyzipper's BadZipFile is its own class, not zipfile's; and on hostile bytes its AES
+# code fails with lookup errors too (an unknown key strength is a KeyError).
 _DECRYPT_ERRORS = (RuntimeError, zipfile.BadZipFile, pyzipper.BadZipFile, zlib.error,
                    NotImplementedError, ValueError, EOFError, OSError, lzma.LZMAError,
-                   struct.error)
+                   struct.error, LookupError, TypeError)
 
 
 def _encodings(words: list[str]) -> list[bytes]:
