@@ -53,6 +53,9 @@ _RATIO_FLOOR = MiB          # small members may compress steeply (zero padding);
 _STREAM_CHUNK = 16 * 1024   # compressed bytes fed per step: bounds overshoot past a ratio
 # Before a zip, these make it two archives in one file, not a zip with a preamble.
 _CONTAINERS = ARCHIVE_TYPES | {"7z", "rar", "cab", "iso"}
+# The GUID that starts a file embedded in a OneNote section,
+# {BDE316E7-2665-4511-A4C4-8D4D0B7A9EAC}, as stored.
+_ONENOTE_FILE = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
 # Office Open XML names that may carry macros (a zip inside is walked anyway).
 _OFFICE_MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm",
                             ".ppam", ".ppsm", ".sldm")
@@ -207,6 +210,8 @@ class _Walk:
                 self.cabinet(data, label, depth)
             elif kind == "7z":
                 self.sevenzip(data, label, depth)
+            elif kind == "onenote":
+                self.onenote(data, label, depth)
         except _Damaged as e:
             self.findings.append((self.o["on_damaged"], f"damaged archive {label}: {e}"))
 
@@ -558,6 +563,29 @@ class _Walk:
             content = out[m.offset:m.offset + m.size]
             self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read,
                          m.name, label, depth)
+
+    def onenote(self, data: bytes, label: str, depth: int) -> None:
+        """The files embedded in a OneNote section (FileDataStoreObject, MS-ONESTORE
+        2.6.13): judged by content, and each sent to clamd on its own. Their names live
+        in property sets this does not read; the content decides."""
+        pos = data.find(_ONENOTE_FILE)
+        n = 0
+        while pos >= 0:
+            n += 1
+            if n > self.o["max_members"]:
+                raise _Stop(f"more than {self.o['max_members']} embedded files: {label}")
+            start = pos + 36        # header GUID, cbLength (8), unused (4), reserved (8)
+            if start > len(data):
+                break
+            size, = struct.unpack_from("<Q", data, pos + 16)
+            content = data[start:start + min(size, len(data) - start)]
+            name = f"(embedded file {n})"
+            self.member(name, label)
+            self.count(len(content), label)
+            self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read, name,
+                         label, depth)
+            self.extract(content, f"one{n}", "", label, f"file embedded in OneNote {label}")
+            pos = data.find(_ONENOTE_FILE, start + len(content))
 
     # --- tar ---
 
