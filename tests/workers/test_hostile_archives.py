@@ -52,9 +52,9 @@ def test_a_hundred_thousand_concatenated_streams_cost_linear_time(suffix: str) -
     # Each member's end used to copy the rest of the input: 100,000 gzip members took 16 s.
     data = compress(b"") * 100_000 + compress(PE)
     msg = ParsedMessage.from_bytes(mail(data, f"setup.{suffix}"))
-    started = time.perf_counter()
+    started = time.process_time()
     found = ArchivesScanner({}).scan(msg)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     # The program in the last stream is reached: every member was followed.
     assert [f.verdict for f in found] == ["blocked"]
     assert "denied file type pe" in found[0].detail
@@ -202,7 +202,7 @@ def test_mutated_containers_never_raise_and_stay_bounded() -> None:
             part(b"the password is pw123", "text/plain", encoding="7bit"),
             part(_mutate(rnd, payload), ctype, "f.bin")))
         for scanner in scanners:
-            started = time.perf_counter()
+            started = time.process_time()
             scanner.run(msg, REQUEST)
-            worst = max(worst, time.perf_counter() - started)
+            worst = max(worst, time.process_time() - started)
     assert worst < 3.0, f"slowest case {worst:.1f} s"

@@ -134,6 +134,6 @@ def test_hostile_html_costs_linear_time() -> None:
                + b" [" + b"1," * 100_000 + b" download='" + b"x" * 100_000 + b"</script>")
     msg = ParsedMessage.from_bytes(
         HEADERS + b"Content-Type: text/html\r\n\r\n" + hostile)
-    started = time.perf_counter()
+    started = time.process_time()
     SmugglingScanner({}).scan(msg)
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0

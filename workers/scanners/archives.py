@@ -94,8 +94,8 @@ class ArchivesScanner(Scanner):
         "max_nested_size": 32 * MiB,        # an inner archive is held in memory up to this
         "max_ratio": 200,                   # expanded : compressed, per member or stream
         "max_extracted_size": 64 * MiB,     # content scanned apart from its archive
-        "max_passwords": 50,                # words of the message tried on an encrypted zip
-        "max_passwords_7z": 10,             # ... on an encrypted 7z (each try costs ~45 ms)
+        "max_passwords": 50,                # passwords tried on encrypted zips, per message
+        "max_passwords_7z": 10,             # ... on 7z (each try ~55 ms of CPU), per message
         "on_encrypted": "blocked",
         "on_concatenated": "blocked",
         "on_limits": "unscannable",
@@ -152,6 +152,9 @@ class _Walk:
         self.rules = rules
         self.o = options
         self.words = words      # password candidates from the message, computed when needed
+        # Tries left for the whole message (not per archive): fifty encrypted 7z
+        # attachments must not cost fifty times the key derivations.
+        self.tries = {"zip": options["max_passwords"], "7z": options["max_passwords_7z"]}
         self.members = 0
         self.expanded = 0
         self.findings: list[tuple[str, str]] = []
@@ -357,6 +360,9 @@ class _Walk:
         probe = min(locked, key=lambda i: infos[i].compress_size)
         limit = self.o["max_nested_size"]
         for word in _encodings(self.words()[:self.o["max_passwords"]]):
+            if self.tries["zip"] <= 0:
+                break
+            self.tries["zip"] -= 1
             try:
                 with zf.open(infos[probe], pwd=word) as f:
                     f.read(limit)
@@ -441,6 +447,9 @@ class _Walk:
                   ) -> tuple[str | None, sevenzip.Listing | None]:
         # Each try costs a key derivation of 2^19 SHA-256 rounds: fewer tries than for zip.
         for word in self.words()[:self.o["max_passwords_7z"]]:
+            if self.tries["7z"] <= 0:
+                break
+            self.tries["7z"] -= 1
             try:
                 # An encrypted header opens only with the password; otherwise any
                 # password lists it, and the CRCs of the content decide.
