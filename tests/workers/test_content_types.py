@@ -157,7 +157,7 @@ def test_files_embedded_in_onenote_are_judged_and_scanned(scan: Scan) -> None:
     for embedded, expected in ((PE, "denied file type pe"), (hta, "denied file type hta"),
                                (LNK, "denied file type lnk")):
         v = scan(mail(onenote(png, embedded), "minutes.one"))
-        assert v.action == "blocked", details(v)
+        assert v.verdict == "blocked", details(v)
         assert any(expected in d and "(embedded file 2)" in d for d in details(v))
-    assert scan(mail(onenote(png, EICAR), "minutes.one")).action == "infected"
-    assert scan(mail(onenote(png, b"plain notes " * 100), "minutes.one")).action == "clean"
+    assert scan(mail(onenote(png, EICAR), "minutes.one")).verdict == "infected"
+    assert scan(mail(onenote(png, b"plain notes " * 100), "minutes.one")).verdict == "clean"

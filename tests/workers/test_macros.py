@@ -42,7 +42,7 @@ def mail(payload: bytes, name: str, ctype: str = "application/octet-stream") -> 
 
 
 def macro_findings(v: Verdict) -> list[tuple[str, str]]:
-    return [(f.action, f.detail) for f in v.findings if f.scanner == "macros"]
+    return [(f.verdict, f.detail) for f in v.findings if f.scanner == "macros"]
 
 
 CASES = {
@@ -63,7 +63,7 @@ CASES = {
 def test_auto_executing_macro_that_writes_or_runs_is_blocked(scan: Scan, case: str) -> None:
     payload, name, does, stream = CASES[case]
     v = scan(mail(payload, name))
-    assert v.action == "blocked"
+    assert v.verdict == "blocked"
     found = macro_findings(v)
     assert len(found) == 1 and found[0][0] == "blocked"
     detail = found[0][1]
@@ -75,7 +75,7 @@ def test_auto_executing_macro_that_writes_or_runs_is_blocked(scan: Scan, case: s
 
 def test_a_macro_document_inside_a_zip_is_blocked(scan: Scan) -> None:
     v = scan(mail(zip_bytes({"q3/minutes.docm": docm(DROPPER)}), "minutes.zip"))
-    assert v.action == "blocked"
+    assert v.verdict == "blocked"
     assert any("auto-executing macro that runs programs" in d and "minutes.docm" in d
                for _, d in macro_findings(v))
 
@@ -87,7 +87,7 @@ def test_innocent_twins_are_delivered(scan: Scan) -> None:
                           (excel97(HARMLESS, "Module1"), "figures.xls"),
                           (docx(), "minutes.docx"), (rtf_with_object(word97(HARMLESS)), "a.rtf")):
         v = scan(mail(payload, name))
-        assert v.action == "clean", (name, v.findings)
+        assert v.verdict == "clean", (name, v.findings)
     noted = macro_findings(scan(mail(word97(HARMLESS), "report.doc")))
     assert noted == [("clean", 'VBA macros: "report.doc" Macros/VBA/ThisDocument')]
     assert macro_findings(scan(mail(docx(), "minutes.docx"))) == []
@@ -95,9 +95,9 @@ def test_innocent_twins_are_delivered(scan: Scan) -> None:
 
 def test_outcomes_are_configurable(clamd: ClamdServer, scan: Scan) -> None:
     lenient = build_scanners(make_config(clamd.addresses, macros={"on_auto_exec": "clean"}))
-    assert scan(mail(word97(DROPPER), "minutes.doc"), lenient).action == "clean"
+    assert scan(mail(word97(DROPPER), "minutes.doc"), lenient).verdict == "clean"
     strict = build_scanners(make_config(clamd.addresses, macros={"on_macros": "blocked"}))
-    assert scan(mail(word97(HARMLESS), "report.doc"), strict).action == "blocked"
+    assert scan(mail(word97(HARMLESS), "report.doc"), strict).verdict == "blocked"
 
 
 def test_a_damaged_document_is_left_to_clamd(scan: Scan) -> None:

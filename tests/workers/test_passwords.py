@@ -49,10 +49,10 @@ def test_zipcrypto_with_the_password_in_the_text_is_opened_and_scanned(
         scan: Scan, tmp_path: Path) -> None:
     text = f"Hello,\r\nthe invoice is attached. Password: {PASSWORD}\r\nRegards\r\n"
     infected = scan(mail(zipcrypto(tmp_path, {"invoice.txt": EICAR}), "invoice.zip", text))
-    assert infected.action == "infected", details(infected)
+    assert infected.verdict == "infected", details(infected)
     innocent = scan(mail(zipcrypto(tmp_path, {"invoice.txt": b"Amount due: 100 EUR"}),
                          "invoice.zip", text))
-    assert innocent.action == "clean", details(innocent)
+    assert innocent.verdict == "clean", details(innocent)
     assert any("opened with a password from the message" in d for d in details(innocent))
 
 
@@ -61,24 +61,24 @@ def test_aes_zip_with_the_password_in_the_subject(scan: Scan) -> None:
     # A program called invoice.pdf: only its decrypted bytes tell.
     program = scan(mail(aes_zip({"invoice.pdf": PE}), "invoice.zip", "See attached.",
                         subject))
-    assert program.action == "blocked"
+    assert program.verdict == "blocked"
     assert any("denied file type pe" in d and "invoice.pdf" in d for d in details(program))
-    assert scan(mail(aes_zip({"e.txt": EICAR}), "invoice.zip", "", subject)).action \
+    assert scan(mail(aes_zip({"e.txt": EICAR}), "invoice.zip", "", subject)).verdict \
         == "infected"
     assert scan(mail(aes_zip({"invoice.pdf": b"%PDF-1.4"}), "invoice.zip", "", subject)
-                ).action == "clean"
+                ).verdict == "clean"
 
 
 def test_7z_with_the_password_in_an_html_body(scan: Scan) -> None:
     html = f"<p>Your documents.</p><p>Passwort: <b>{PASSWORD}</b></p>"
-    assert scan(mail(seven_zip({"e.txt": EICAR}), "docs.7z", html, html=True)).action \
+    assert scan(mail(seven_zip({"e.txt": EICAR}), "docs.7z", html, html=True)).verdict \
         == "infected"
     hidden = scan(mail(seven_zip({"run.exe": b"x"}, hide_names=True), "docs.7z", html,
                        html=True))
-    assert hidden.action == "blocked"
+    assert hidden.verdict == "blocked"
     assert any('denied extension .exe: "run.exe"' in d for d in details(hidden))
     assert scan(mail(seven_zip({"a.txt": b"notes"}, hide_names=True), "docs.7z", html,
-                     html=True)).action == "clean"
+                     html=True)).verdict == "clean"
 
 
 @pytest.mark.parametrize("build", ["aes", "7z", "7z-hidden-names"])
@@ -87,14 +87,14 @@ def test_without_the_password_on_encrypted_applies(scan: Scan, build: str) -> No
                "7z-hidden-names": lambda m: seven_zip(m, hide_names=True)}[build](
                    {"a.txt": b"notes"})
     v = scan(mail(archive, "docs.bin", "The password follows by phone."))
-    assert v.action == "blocked"
+    assert v.verdict == "blocked"
     assert 'encrypted archive: "docs.bin"' in details(v)
 
 
 def test_on_encrypted_still_configurable(clamd: ClamdServer, scan: Scan) -> None:
     lenient = build_scanners(make_config(clamd.addresses, archives={"on_encrypted": "clean"}))
     assert scan(mail(aes_zip({"a.txt": b"notes"}), "a.zip", "no password here"),
-                lenient).action == "clean"
+                lenient).verdict == "clean"
 
 
 def test_candidates_put_cued_words_first_and_are_bounded() -> None:
@@ -114,7 +114,7 @@ def test_trying_passwords_is_bounded(tmp_path: Path) -> None:
         started = time.process_time()
         found = ArchivesScanner({}).scan(msg)
         seconds = time.process_time() - started
-        assert [f.action for f in found] == ["blocked"]     # not opened: on_encrypted
+        assert [f.verdict for f in found] == ["blocked"]     # not opened: on_encrypted
         # 50 tries on zip, 10 on 7z (each about 55 ms): CPU seconds, which a busy machine
         # does not inflate.
         assert seconds < 3.0, seconds
@@ -129,6 +129,6 @@ def test_the_password_budget_is_for_the_whole_message() -> None:
     started = time.process_time()
     found = ArchivesScanner({}).scan(msg)
     seconds = time.process_time() - started
-    assert [f.action for f in found] == ["blocked"] * 8
+    assert [f.verdict for f in found] == ["blocked"] * 8
     # Ten 7z tries in all (about 55 ms of CPU each), not ten per archive.
     assert seconds < 3.0, seconds

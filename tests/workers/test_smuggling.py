@@ -85,19 +85,19 @@ def details(v: Verdict) -> list[str]:
                          ids=["atob", "split-literals", "hex", "byte-array", "data-uri"])
 def test_eicar_zip_built_by_script_is_infected(scan: Scan, build) -> None:  # noqa: ANN001
     v = scan(as_attachment(build(EICAR_ZIP)))
-    assert v.action == "infected", details(v)
+    assert v.verdict == "infected", details(v)
 
 
 def test_smuggling_in_the_html_body_is_found_too(scan: Scan) -> None:
-    assert scan(as_body(atob_page(EICAR_ZIP))).action == "infected"
+    assert scan(as_body(atob_page(EICAR_ZIP))).verdict == "infected"
 
 
 def test_what_the_script_builds_gets_the_file_rules_with_its_download_name(scan: Scan) -> None:
     program = scan(as_attachment(atob_page(PE, "invoice.pdf")))
-    assert program.action == "blocked"
+    assert program.verdict == "blocked"
     assert any("denied file type pe" in d for d in details(program))
     image = scan(as_attachment(atob_page(iso_image({"/A.TXT;1": b"a"}), "invoice.iso")))
-    assert image.action == "blocked"
+    assert image.verdict == "blocked"
     assert any('denied extension .iso: "invoice.iso"' in d for d in details(image))
     archive = scan(as_attachment(hex_page(zip_bytes({"run.scr": b"x"}))))
     assert any('denied extension .scr: "run.scr"' in d for d in details(archive))
@@ -117,16 +117,16 @@ def test_innocent_twins_are_delivered(scan: Scan) -> None:
     for html in (atob_page(zip_bytes({"invoice.pdf": b"%PDF-1.4 ..."})), newsletter,
                  atob_page(report.encode(), "report.csv")):
         v = scan(as_attachment(html))
-        assert v.action == "clean", details(v)
-    assert scan(as_body(newsletter)).action == "clean"
+        assert v.verdict == "clean", details(v)
+    assert scan(as_body(newsletter)).verdict == "clean"
 
 
 def test_the_technique_outcome_is_configurable(clamd: ClamdServer, scan: Scan) -> None:
     strict = build_scanners(make_config(clamd.addresses,
                                         smuggling={"on_smuggling": "blocked"}))
     v = scan(as_attachment(atob_page(b"harmless text " * 10, "notes.txt")), strict)
-    assert v.action == "blocked"
-    assert scan(as_body(atob_page(b"harmless text " * 10, "notes.txt"))).action == "clean"
+    assert v.verdict == "blocked"
+    assert scan(as_body(atob_page(b"harmless text " * 10, "notes.txt"))).verdict == "clean"
 
 
 def test_hostile_html_costs_linear_time() -> None:

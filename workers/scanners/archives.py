@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import pyzipper
 
 from shared.contract import Finding, ScanRequest
-from workers import cabinet, discimage, passwords, sevenzip, zipfind
+from workers import budget, cabinet, discimage, passwords, sevenzip, zipfind
 from workers.derived import derived_part, is_derived, is_guess
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
@@ -184,6 +184,7 @@ class _Walk:
 
     def member(self, name: str, label: str, counted: bool = True) -> None:
         """A member's name; `counted` False for another name of a member already counted."""
+        budget.check()      # per member: the walk stops where the message's CPU budget ends
         self.members += counted
         if self.members > self.o["max_members"]:
             raise _Stop(f"more than {self.o['max_members']} archive members: {label}")

@@ -34,7 +34,7 @@ from shared.contract import Finding
 from workers.derived import is_derived
 from workers.filetype import sniff
 from workers.message import ParsedMessage
-from workers.scanners.base import Scanner, check_outcome, show_name
+from workers.scanners.base import Scanner, check_fallback, show_name
 from workers.strip import locate, pinned
 
 log = logging.getLogger("holdscan.macros")
@@ -66,7 +66,7 @@ class MacrosScanner(Scanner):
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         for key in ("on_auto_exec", "on_macros"):
-            check_outcome(self.name, key, self.options[key])
+            check_fallback(self.name, key, self.options[key])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
         findings: list[Finding] = []
@@ -78,8 +78,8 @@ class MacrosScanner(Scanner):
                 found += self.judge(where, data)
             if found:
                 paths = [] if is_derived(part) else locate(msg.raw, part.payload)
-                for action, detail in found:
-                    findings += pinned(self.finding(action, detail), paths)
+                for verdict, detail in found:
+                    findings += pinned(self.finding(verdict, detail), paths)
         return list(dict.fromkeys(findings))
 
     def documents(self, data: bytes, label: str, budget: list[int]

@@ -33,9 +33,10 @@ import urllib.parse
 from typing import Any, ClassVar
 
 from shared.contract import Finding
+from workers import budget
 from workers.derived import derived_part, is_derived
 from workers.message import ParsedMessage, Part
-from workers.scanners.base import Scanner, ScanResult, check_outcome, show_name
+from workers.scanners.base import Scanner, ScanResult, check_fallback, show_name
 from workers.strip import locate, pinned
 
 MiB = 2**20
@@ -96,7 +97,7 @@ class SmugglingScanner(Scanner):
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        check_outcome(self.name, "on_smuggling", self.options["on_smuggling"])
+        check_fallback(self.name, "on_smuggling", self.options["on_smuggling"])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
         return self.run_on(msg).findings
@@ -149,6 +150,7 @@ class SmugglingScanner(Scanner):
             if len(runs) > 1:
                 runs.append(b"".join(runs))
             for run in runs:
+                budget.check()
                 data = decode_blob(run[:2 * cap + 16])
                 if data and len(data) >= _MIN_BLOB:
                     out.append(("a blob decoded from script", data[:cap]))
