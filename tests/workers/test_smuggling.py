@@ -137,3 +137,15 @@ def test_hostile_html_costs_linear_time() -> None:
     started = time.process_time()
     SmugglingScanner({}).scan(msg)
     assert time.process_time() - started < 2.0
+
+
+def test_decoys_past_the_blob_limit_do_not_hide_the_file(clamd: ClamdServer, scan: Scan) -> None:
+    small = build_scanners(make_config(clamd.addresses, smuggling={"max_blobs": 3}))
+    decoys = "".join(f'<a href="data:application/octet-stream;base64,{b64(bytes([i]) * 64)}">'
+                     f"d{i}</a>" for i in range(5))
+    page = data_uri_page(zip_bytes({"run.scr": b"x"}), "invoice.zip")
+    v = scan(as_attachment(page.replace(b"<body>", b"<body>" + decoys.encode())), small)
+    assert v.verdict == "unscannable"
+    assert any("more than 3 blobs" in d for d in details(v))
+    assert scan(as_attachment(page.replace(b"<body>", b"<body>" + decoys.encode()))
+                ).verdict == "blocked"

@@ -19,8 +19,10 @@ The technique itself gets `on_smuggling`, "clean" by default: a note in the
 verdict, since legitimate pages (exported reports with a "download CSV"
 button) build files the same way; what is built is judged on its own.
 
-Bounded: HTML parts up to `max_html_size`, at most `max_blobs` blobs per
-message, each decoded blob at most `max_blob_size` bytes. The patterns are
+Bounded: HTML parts up to `max_html_size`, at most `max_blobs` blobs and
+`max_decoded_size` decoded bytes per message, each blob at most
+`max_blob_size` bytes; what goes past a limit gets `on_limits` (unscannable
+by default), so that decoys cannot hide the real blob. The patterns are
 linear (character classes without nested repetition).
 """
 
@@ -93,11 +95,14 @@ class SmugglingScanner(Scanner):
         "max_html_size": 32 * MiB,      # larger HTML parts are not searched
         "max_blobs": 32,                # decoded blobs per message
         "max_blob_size": 32 * MiB,      # decoded bytes per blob; longer ones are cut
+        "max_decoded_size": 64 * MiB,   # decoded bytes per message, all blobs together
+        "on_limits": "unscannable",     # past max_html_size, max_blobs or max_decoded_size
     }
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        check_fallback(self.name, "on_smuggling", self.options["on_smuggling"])
+        for key in ("on_smuggling", "on_limits"):
+            check_fallback(self.name, key, self.options[key])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
         return self.run_on(msg).findings
@@ -108,19 +113,29 @@ class SmugglingScanner(Scanner):
     def run_on(self, msg: ParsedMessage) -> ScanResult:
         findings: list[Finding] = []
         found: list[Part] = []
+        decoded = 0
+        limits: list[str] = []      # what went unsearched: a decoy blob must not hide the rest
         for part in msg.parts:
-            if len(found) >= self.options["max_blobs"]:
-                break
-            if is_derived(part) or not is_html(part) \
-                    or len(part.payload) > self.options["max_html_size"]:
+            if is_derived(part) or not is_html(part):
+                continue
+            label = show_name(part.filenames[0]) if part.filenames else part.label
+            if len(part.payload) > self.options["max_html_size"]:
+                limits.append(f"HTML larger than {self.options['max_html_size'] // MiB} MiB "
+                              f"not searched for smuggled files: {label}")
                 continue
             blobs, builds = self.blobs(part.payload)
-            label = show_name(part.filenames[0]) if part.filenames else part.label
             names = tuple(dict.fromkeys(
                 (m.group(1) or m.group(2)).decode("utf-8", "replace")
                 for m in _DOWNLOAD.finditer(part.payload)))[:4]
             guessed = len(blobs) > 1
-            for how, data in blobs[:self.options["max_blobs"] - len(found)]:
+            for how, data in blobs:
+                decoded += len(data)
+                if len(found) >= self.options["max_blobs"] \
+                        or decoded > self.options["max_decoded_size"]:
+                    limits.append(f"more than {self.options['max_blobs']} blobs or "
+                                  f"{self.options['max_decoded_size'] // MiB} MiB decoded "
+                                  f"from HTML: {label}")
+                    break
                 found.append(derived_part(part, f"blob{len(found) + 1}", data, names,
                                           f"{how} in HTML {label}", guessed))
             if builds and blobs:
@@ -129,6 +144,7 @@ class SmugglingScanner(Scanner):
                           f"({len(blobs)} blob{'s' if len(blobs) > 1 else ''} decoded)")
                 paths = locate(msg.raw, part.payload)
                 findings += pinned(self.finding(self.options["on_smuggling"], detail), paths)
+        findings += [self.finding(self.options["on_limits"], d) for d in dict.fromkeys(limits)]
         return ScanResult(findings, derived=found)
 
     def blobs(self, html: bytes) -> tuple[list[tuple[str, bytes]], bool]:
