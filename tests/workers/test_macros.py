@@ -104,3 +104,15 @@ def test_a_damaged_document_is_left_to_clamd(scan: Scan) -> None:
     data = bytearray(word97(DROPPER))
     data[0x30:0x34] = b"\xff\xff\xff\x7f"       # the directory's first sector: nowhere
     assert macro_findings(scan(mail(bytes(data), "minutes.doc"))) == []
+
+
+def test_decoys_past_the_document_limit_do_not_hide_the_dropper(clamd: ClamdServer,
+                                                                scan: Scan) -> None:
+    small = build_scanners(make_config(clamd.addresses, macros={"max_documents": 2}))
+    parts = [part(docx() + bytes([i]), "application/octet-stream", f"{i}.docx")
+             for i in range(3)]
+    raw = multipart(*parts, part(docm(DROPPER), "application/octet-stream", "minutes.docm"))
+    v = scan(raw, small)
+    assert v.verdict == "unscannable"
+    assert any("more than 2 Office documents" in d for _, d in macro_findings(v))
+    assert scan(raw).verdict == "blocked"

@@ -17,9 +17,10 @@ everyday mail). The finding names the document, the module's stream and the
 keywords olevba found suspicious.
 
 Bounded: documents over `max_size` bytes and those past `max_documents` per
-message are not opened (clamd still scans them); an RTF document yields at
-most `max_documents` embedded objects. A document oletools cannot parse is
-logged and left to clamd: a broken document is no reason to stop mail.
+message (embedded RTF objects count) are not opened, and get `on_limits`
+(unscannable by default: twenty harmless decoys must not hide a dropper). A
+document oletools cannot parse is logged and left to clamd: a broken document
+is no reason to stop mail.
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ class MacrosScanner(Scanner):
         "on_macros": "clean",           # any other VBA macro
         "max_size": 32 * MiB,           # larger documents are left to clamd
         "max_documents": 20,            # per message, embedded RTF objects included
+        "on_limits": "unscannable",     # a document past max_size or max_documents
     }
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        for key in ("on_auto_exec", "on_macros"):
+        for key in ("on_auto_exec", "on_macros", "on_limits"):
             check_fallback(self.name, key, self.options[key])
 
     def scan(self, msg: ParsedMessage) -> list[Finding]:
@@ -74,7 +76,12 @@ class MacrosScanner(Scanner):
         for part in msg.parts:
             label = show_name(part.filenames[0]) if part.filenames else part.label
             found = []
-            for where, data in self.documents(part.payload, label, budget):
+            try:
+                documents = self.documents(part.payload, label, budget)
+            except _Unread as e:
+                found.append((self.options["on_limits"], str(e)))
+                documents = []
+            for where, data in documents:
                 found += self.judge(where, data)
             if found:
                 paths = [] if is_derived(part) else locate(msg.raw, part.payload)
@@ -84,16 +91,29 @@ class MacrosScanner(Scanner):
 
     def documents(self, data: bytes, label: str, budget: list[int]
                   ) -> list[tuple[str, bytes]]:
-        """The Office documents in a part: the part itself, or the objects in an RTF."""
-        if budget[0] <= 0 or len(data) > self.options["max_size"] or len(data) < 8:
+        """The Office documents in a part: the part itself, or the objects in an RTF.
+
+        Raises _Unread for a document past `max_size` or `max_documents`: a decoy
+        must not hide a dropper from the check."""
+        if len(data) < 8:
             return []
         kind = sniff(data)
-        if kind == "ole" or (kind == "zip" and _is_ooxml(data)):
-            budget[0] -= 1
-            return [(label, data)]
-        if data.lstrip()[:4] == b"{\\rt":       # all Word needs to take a file for RTF
+        rtf = data.lstrip()[:4] == b"{\\rt"     # all Word needs to take a file for RTF
+        if not (kind == "ole" or rtf or (kind == "zip" and _is_ooxml(data))):
+            return []
+        if len(data) > self.options["max_size"]:
+            raise _Unread(f"Office document larger than {self.options['max_size'] // MiB} "
+                          f"MiB not checked for macros: {label}")
+        if rtf:
             return self.rtf_objects(data, label, budget)
-        return []
+        self.spend(budget, label)
+        return [(label, data)]
+
+    def spend(self, budget: list[int], label: str) -> None:
+        if budget[0] <= 0:
+            raise _Unread(f"more than {self.options['max_documents']} Office documents, "
+                          f"not all checked for macros: {label}")
+        budget[0] -= 1
 
     def rtf_objects(self, data: bytes, label: str, budget: list[int]
                     ) -> list[tuple[str, bytes]]:
@@ -107,10 +127,8 @@ class MacrosScanner(Scanner):
             log.info("RTF %s not parsed: %s: %s", label, type(e).__name__, e)
             return []
         for n, obj in enumerate(parser.objects, 1):
-            if budget[0] <= 0:
-                break
             if obj.is_ole and obj.oledata and sniff(obj.oledata) == "ole":
-                budget[0] -= 1
+                self.spend(budget, label)
                 cls = (obj.class_name or b"").decode("latin-1", "replace")
                 out.append((f"{label} > embedded object {n} ({cls})", bytes(obj.oledata)))
         return out
@@ -153,6 +171,10 @@ class MacrosScanner(Scanner):
                           f"VBA macros: {where} {', '.join(modules[:4])}"
                           + (f" ({shown})" if shown else "")))
         return found
+
+
+class _Unread(Exception):
+    """A document the limits keep from being checked."""
 
 
 def _is_ooxml(data: bytes) -> bool:
