@@ -9,8 +9,8 @@ Words right after a password cue (password, passwort, mot de passe, пароль
 パスワード, ...; "Password: x", "password is x", "pw=x") come first, then every
 other word in the order it appears. Each word is tried as written and without
 surrounding punctuation. At most `limit` candidates, from at most 64 KiB of
-each text part: the cost of trying them is bounded by the archives scanner's
-`max_passwords` options.
+each text part and 256 KiB in all: the cost of trying them is bounded by the
+archives scanner's `max_passwords` options.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from workers.derived import is_derived
 from workers.message import ParsedMessage, decode_words
 
 _TEXT_BYTES = 64 * 1024
+_TOTAL_BYTES = 256 * 1024       # of all text parts together
 _HEADER_BYTES = 256 * 1024
 _MAX_WORD = 64
 _CUE = re.compile(
@@ -45,8 +46,7 @@ def _subject(raw: bytes) -> str:
     return decode_words(value)
 
 
-def _text(payload: bytes) -> str:
-    data = payload[:_TEXT_BYTES]
+def _text(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,10 +63,12 @@ def _variants(token: str) -> list[str]:
 def candidates(msg: ParsedMessage, limit: int) -> list[str]:
     """The message's words as password candidates, cued ones first; at most `limit`."""
     texts = [_subject(msg.raw)]
+    left = _TOTAL_BYTES
     for part in msg.parts:
-        if is_derived(part) or not part.content_type.startswith("text/"):
+        if is_derived(part) or not part.content_type.startswith("text/") or left <= 0:
             continue
-        text = _text(part.payload)
+        text = _text(part.payload[:min(_TEXT_BYTES, left)])
+        left -= min(_TEXT_BYTES, len(part.payload))
         if part.content_type == "text/html":
             text = html.unescape(_TAG.sub(" ", text))
         texts.append(text)

@@ -149,3 +149,13 @@ def test_decoys_past_the_blob_limit_do_not_hide_the_file(clamd: ClamdServer, sca
     assert any("more than 3 blobs" in d for d in details(v))
     assert scan(as_attachment(page.replace(b"<body>", b"<body>" + decoys.encode()))
                 ).verdict == "blocked"
+
+
+def test_an_svg_image_that_smuggles_is_caught_too(scan: Scan) -> None:
+    script = atob_page(EICAR_ZIP).split(b"<script>")[1].split(b"</script>")[0]
+    svg = (b'<svg xmlns="http://www.w3.org/2000/svg"><script><![CDATA['
+           + script + b"]]></script></svg>")
+    v = scan(multipart(part(svg, "image/svg+xml", "logo.svg")))
+    assert v.verdict == "infected", details(v)
+    plain = b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>'
+    assert scan(multipart(part(plain, "image/svg+xml", "logo.svg"))).verdict == "clean"
