@@ -261,7 +261,7 @@ class _Walk:
                     # Found only by a signature after other data. Any binary file
                     # has those four bytes now and then; unless a zip reader can
                     # open it, it is no archive, and not a damaged one.
-                    return
+                    return False
                 self.orphans(layout.orphans, label, depth)
                 raise _Damaged("BadZipFile: no central directory opens")
             self.concatenation(data, layout, label, depth)
@@ -321,8 +321,9 @@ class _Walk:
                     data: bytes, label: str, depth: int) -> None:
         for index, info in enumerate(zf.infolist()):
             names = _zip_names(info, data)
-            for name in names or [""]:      # a member without a name is a member too
-                self.member(name, label)
+            # A member without a name is a member too; its other names count once.
+            for n, name in enumerate(names or [""]):
+                self.member(name, label, counted=n == 0)
             # Not info.is_dir(): it fails on an empty name (IndexError).
             if info.filename.endswith("/"):
                 continue
