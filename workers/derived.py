@@ -24,17 +24,30 @@ from collections.abc import Iterable
 from workers.message import ParsedMessage, Part
 
 DERIVED = "derived"     # the "reading" that produced a derived part
+# In a derived part's anomalies: its bytes are one guess among several (pieces of a
+# script's blob, and all of them joined), so a piece that is a damaged archive is
+# expected, not a reason to call the mail unscannable.
+GUESSED = "guessed"
 
 
-def derived_part(parent: Part, suffix: str, payload: bytes, name: str, how: str) -> Part:
+def derived_part(parent: Part, suffix: str, payload: bytes, names: str | tuple[str, ...],
+                 how: str, guessed: bool = False) -> Part:
+    """A part for `payload`, found in `parent`; `names` are what a client would call it."""
     path = f"{parent.path}.{suffix}" if parent.path else suffix
+    if isinstance(names, str):
+        names = (names,)
     return Part(path=path, declared_types=("application/octet-stream",),
-                filenames=(name,) if name else (), payload=payload,
-                readings=frozenset({DERIVED}), anomalies=(how,), span=None)
+                filenames=tuple(n for n in names if n), payload=payload,
+                readings=frozenset({DERIVED}),
+                anomalies=(how, GUESSED) if guessed else (how,), span=None)
 
 
 def is_derived(part: Part) -> bool:
     return DERIVED in part.readings
+
+
+def is_guess(part: Part) -> bool:
+    return is_derived(part) and GUESSED in part.anomalies
 
 
 def add_parts(msg: ParsedMessage, parts: Iterable[Part]) -> ParsedMessage:

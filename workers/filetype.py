@@ -43,7 +43,8 @@ DESCRIPTIONS = {
 }
 
 # The ones we can list (the archives scanner walks their members).
-ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar", "iso", "udf", "cab"})
+ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar", "iso", "udf", "cab", "7z",
+                           "onenote"})
 
 _MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
 _LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00"

@@ -136,3 +136,28 @@ def test_cabinet_members_are_judged_by_name_and_content(scan: Scan, method: int)
 def test_eicar_in_a_cabinet_is_infected(scan: Scan) -> None:
     assert scan(mail(cab_bytes({"notes.txt": b"n" * 40_000, "e.com": EICAR}), "a.cab")
                 ).verdict == "infected"
+
+
+# --- OneNote: the files embedded in a section --------------------------------------------
+
+def onenote(*files: bytes) -> bytes:
+    """A OneNote section's magic, then each file as a FileDataStoreObject (MS-ONESTORE)."""
+    out = ONENOTE
+    for data in files:
+        pad = bytes(-len(data) % 8)
+        out += (bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
+                + struct.pack("<QIQ", len(data), 0, 0) + data + pad
+                + bytes.fromhex("22a7fb71790f0b4abb13899256426b24") + bytes(64))
+    return out
+
+
+def test_files_embedded_in_onenote_are_judged_and_scanned(scan: Scan) -> None:
+    hta = b'<html><head><hta:application id="x"/></head><script>run()</script></html>'
+    png = b"\x89PNG\r\n\x1a\n" + bytes(500)
+    for embedded, expected in ((PE, "denied file type pe"), (hta, "denied file type hta"),
+                               (LNK, "denied file type lnk")):
+        v = scan(mail(onenote(png, embedded), "minutes.one"))
+        assert v.verdict == "blocked", details(v)
+        assert any(expected in d and "(embedded file 2)" in d for d in details(v))
+    assert scan(mail(onenote(png, EICAR), "minutes.one")).verdict == "infected"
+    assert scan(mail(onenote(png, b"plain notes " * 100), "minutes.one")).verdict == "clean"

@@ -455,8 +455,10 @@ def test_status_text_is_one_safe_ascii_line() -> None:
 
 def test_registry_defaults_and_configuration() -> None:
     cfg = Config()
-    assert [s.name for s in build_scanners(cfg)] == ["mime", "attachments", "archives", "clamav"]
-    cfg.scanners = {"archives": {"enabled": False}, "clamav": {"enabled": False}}
+    assert [s.name for s in build_scanners(cfg)] == ["mime", "smuggling", "attachments",
+                                                     "archives", "macros", "clamav"]
+    cfg.scanners = {"smuggling": {"enabled": False}, "archives": {"enabled": False},
+                    "macros": {"enabled": False}, "clamav": {"enabled": False}}
     assert [s.name for s in build_scanners(cfg)] == ["mime", "attachments"]
     cfg.scanners = {"clamvа": {}}
     with pytest.raises(ConfigError, match="no such scanner"):

@@ -1,14 +1,17 @@
 """Archives built to cost time or to hide members: bounded, and every member judged.
 
 Concatenated streams, zips without names, and zips written one after another (which zip
-readers disagree about) through the whole engine with the real clamd.
+readers disagree about) through the whole engine with the real clamd; and mutated
+containers of every kind the content scanners parse, which must never raise.
 """
 
 from __future__ import annotations
 
+import base64
 import bz2
 import gzip
 import lzma
+import random
 import time
 from collections.abc import Callable
 
@@ -16,12 +19,17 @@ import pytest
 
 from holdscan.lab.clamd import ClamdServer
 from shared.contract import Verdict
+from tests.support import encrypted
+from tests.support.discs import cab_bytes, iso_image
 from tests.support.mail import EICAR, PE, multipart, part, zip_bytes
-from tests.support.scanning import Scan, make_config
+from tests.support.scanning import REQUEST, Scan, make_config
+from tests.support.vba import docm, rtf_with_object, word97
 from tests.support.zips import local_entries, raw_zip
 from workers.message import ParsedMessage
 from workers.scanners import build_scanners
 from workers.scanners.archives import ArchivesScanner
+from workers.scanners.macros import MacrosScanner
+from workers.scanners.smuggling import SmugglingScanner
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
@@ -44,9 +52,9 @@ def test_a_hundred_thousand_concatenated_streams_cost_linear_time(suffix: str) -
     # Each member's end used to copy the rest of the input: 100,000 gzip members took 16 s.
     data = compress(b"") * 100_000 + compress(PE)
     msg = ParsedMessage.from_bytes(mail(data, f"setup.{suffix}"))
-    started = time.perf_counter()
+    started = time.process_time()
     found = ArchivesScanner({}).scan(msg)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     # The program in the last stream is reached: every member was followed.
     assert [f.verdict for f in found] == ["blocked"]
     assert "denied file type pe" in found[0].detail
@@ -138,3 +146,63 @@ def test_concatenation_outcome_is_configurable(clamd: ClamdServer, scan: Scan) -
     # The archives are still scanned: the outcome is only for the concatenation itself.
     assert scan(mail(zip_bytes({"e.txt": EICAR}) + HARMLESS, "two.zip"), scanners).verdict \
         == "infected"
+
+
+# --- mutated containers: no exception escapes, each case bounded ------------------------
+
+def _seeds() -> list[tuple[bytes, str]]:
+    code = 'Sub AutoOpen()\r\n  Shell "calc"\r\nEnd Sub\r\n'
+    script = base64.b64encode(zip_bytes({"a.txt": b"a" * 100})).decode()
+    return [
+        (zip_bytes({"a.txt": b"a" * 300}) + zip_bytes({"b.exe": PE}), "application/zip"),
+        (local_entries([(b"x.txt", b"hello" * 50)]) + raw_zip([(b"", b"x")]),
+         "application/zip"),
+        (iso_image({"/A.TXT;1": b"a" * 3000, "/B.ZIP;1": zip_bytes({"c": b"c"})}),
+         "application/octet-stream"),
+        (cab_bytes({"a.txt": b"x" * 70_000, "b": PE}), "application/octet-stream"),
+        (encrypted.seven_zip({"a.txt": b"a" * 500}), "application/octet-stream"),
+        (encrypted.seven_zip({"a.txt": b"a" * 500}, "pw123"), "application/octet-stream"),
+        (encrypted.aes_zip({"a.txt": b"q" * 100}, "pw123"), "application/zip"),
+        (word97(code), "application/msword"),
+        (docm(code), "application/octet-stream"),
+        (rtf_with_object(word97(code)), "application/rtf"),
+        (f"<html><script>var b = new Blob([atob('{script}')]);</script></html>".encode(),
+         "text/html"),
+        (gzip.compress(b"x" * 1000) * 3 + zip_bytes({"z": b"z"}), "application/gzip"),
+    ]
+
+
+def _mutate(rnd: random.Random, data: bytes) -> bytes:
+    d = bytearray(data)
+    for _ in range(rnd.randint(1, 20)):
+        op = rnd.random()
+        if op < 0.6 and d:
+            d[rnd.randrange(len(d))] = rnd.randrange(256)
+        elif op < 0.75 and d:
+            i = rnd.randrange(len(d))
+            del d[i:i + rnd.randint(1, 200)]
+        elif op < 0.9:
+            i = rnd.randrange(len(d) + 1)
+            d[i:i] = rnd.randbytes(rnd.randint(1, 8))
+        else:
+            d = d[:rnd.randrange(len(d) + 1)]
+    return bytes(d)
+
+
+def test_mutated_containers_never_raise_and_stay_bounded() -> None:
+    # A short run in the suite (seed fixed); by hand: the same loop with more cases. A
+    # scanner exception would be an `error` verdict, and the message retried for ever.
+    scanners = [SmugglingScanner({}), ArchivesScanner({}), MacrosScanner({})]
+    rnd = random.Random(20261202)
+    seeds = _seeds()
+    worst = 0.0
+    for _ in range(150):
+        payload, ctype = rnd.choice(seeds)
+        msg = ParsedMessage.from_bytes(multipart(
+            part(b"the password is pw123", "text/plain", encoding="7bit"),
+            part(_mutate(rnd, payload), ctype, "f.bin")))
+        for scanner in scanners:
+            started = time.process_time()
+            scanner.run(msg, REQUEST)
+            worst = max(worst, time.process_time() - started)
+    assert worst < 3.0, f"slowest case {worst:.1f} s"

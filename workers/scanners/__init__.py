@@ -14,19 +14,25 @@ from workers.scanners.archives import ArchivesScanner
 from workers.scanners.attachments import AttachmentsScanner
 from workers.scanners.base import Scanner
 from workers.scanners.clamav import ClamavScanner
+from workers.scanners.macros import MacrosScanner
 from workers.scanners.mime import MimeScanner
+from workers.scanners.smuggling import SmugglingScanner
 from workers.scanners.spam import SpamScanner
 
-# In the order they run (the verdict does not depend on it).
+# In the order they run. The verdict does not depend on it, except that content one
+# scanner finds inside parts (ScanResult.derived) is seen only by those after it.
 SCANNERS: dict[str, type[Scanner]] = {
     "mime": MimeScanner,
+    "smuggling": SmugglingScanner,
     "attachments": AttachmentsScanner,
     "archives": ArchivesScanner,
+    "macros": MacrosScanner,
     "clamav": ClamavScanner,
     "spam": SpamScanner,
 }
 
-ENABLED_BY_DEFAULT = frozenset({"mime", "attachments", "archives", "clamav"})
+ENABLED_BY_DEFAULT = frozenset({"mime", "smuggling", "attachments", "archives", "macros",
+                                "clamav"})
 # Enabled when their [scanners.NAME] table exists, unless it says enabled = false.
 ENABLED_WHEN_CONFIGURED = frozenset({"spam"})
 

@@ -26,6 +26,7 @@ rather than passing as clean.
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import itertools
 import lzma
@@ -36,9 +37,11 @@ import zlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import pyzipper
+
 from shared.contract import Finding, ScanRequest
-from workers import cabinet, discimage, zipfind
-from workers.derived import derived_part, is_derived
+from workers import budget, cabinet, discimage, passwords, sevenzip, zipfind
+from workers.derived import derived_part, is_derived, is_guess
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
 from workers.scanners.base import Scanner, ScanResult, check_fallback, show_name
@@ -50,6 +53,12 @@ _RATIO_FLOOR = MiB          # small members may compress steeply (zero padding);
 _STREAM_CHUNK = 16 * 1024   # compressed bytes fed per step: bounds overshoot past a ratio
 # Before a zip, these make it two archives in one file, not a zip with a preamble.
 _CONTAINERS = ARCHIVE_TYPES | {"7z", "rar", "cab", "iso"}
+# The GUID that starts a file embedded in a OneNote section,
+# {BDE316E7-2665-4511-A4C4-8D4D0B7A9EAC}, as stored.
+_ONENOTE_FILE = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
+# Office Open XML names that may carry macros (a zip inside is walked anyway).
+_OFFICE_MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm",
+                            ".ppam", ".ppsm", ".sldm")
 # Compressed streams: a zip signature inside one is noise, one after it is a zip.
 # (Not tar: a zip stored in a tar shows its signatures in the tar's bytes.)
 _STREAMS = ("gzip", "bzip2", "xz")
@@ -85,6 +94,8 @@ class ArchivesScanner(Scanner):
         "max_nested_size": 32 * MiB,        # an inner archive is held in memory up to this
         "max_ratio": 200,                   # expanded : compressed, per member or stream
         "max_extracted_size": 64 * MiB,     # content scanned apart from its archive
+        "max_passwords": 50,                # passwords tried on encrypted zips, per message
+        "max_passwords_7z": 10,             # ... on 7z (each try ~55 ms of CPU), per message
         "on_encrypted": "blocked",
         "on_concatenated": "blocked",
         "on_limits": "unscannable",
@@ -105,7 +116,9 @@ class ArchivesScanner(Scanner):
 
     def examine(self, msg: ParsedMessage) -> ScanResult:
         """Findings, and content inside the archives that clamd must get by itself."""
-        walk = _Walk(self.rules, self.options)
+        words = functools.cache(
+            lambda: passwords.candidates(msg, self.options["max_passwords"]))
+        walk = _Walk(self.rules, self.options, words)
         findings: list[Finding] = []
         found: list[Part] = []
         for part in msg.parts:
@@ -117,6 +130,9 @@ class ArchivesScanner(Scanner):
             extracted = len(walk.extracted)
             walk.top(part.payload, label, part.filenames[0] if part.filenames else "")
             new = [(a, d) for a, d in walk.findings[before:] if a != "clean"]
+            if is_guess(part):
+                # One of several guesses at a script's blob: a piece is no archive.
+                new = [("clean" if d.startswith("damaged archive") else a, d) for a, d in new]
             new += [("clean", note) for note in walk.notes[notes:]]
             # A derived part is no piece of the raw message: there is nothing to pin.
             paths = [] if is_derived(part) or not new else locate(msg.raw, part.payload)
@@ -131,9 +147,14 @@ class ArchivesScanner(Scanner):
 class _Walk:
     """One message's archives: shared budgets, collected findings."""
 
-    def __init__(self, rules: FileRules, options: dict[str, Any]) -> None:
+    def __init__(self, rules: FileRules, options: dict[str, Any],
+                 words: Callable[[], list[str]] = list) -> None:
         self.rules = rules
         self.o = options
+        self.words = words      # password candidates from the message, computed when needed
+        # Tries left for the whole message (not per archive): fifty encrypted 7z
+        # attachments must not cost fifty times the key derivations.
+        self.tries = {"zip": options["max_passwords"], "7z": options["max_passwords_7z"]}
         self.members = 0
         self.expanded = 0
         self.findings: list[tuple[str, str]] = []
@@ -163,6 +184,7 @@ class _Walk:
 
     def member(self, name: str, label: str, counted: bool = True) -> None:
         """A member's name; `counted` False for another name of a member already counted."""
+        budget.check()      # per member: the walk stops where the message's CPU budget ends
         self.members += counted
         if self.members > self.o["max_members"]:
             raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
@@ -172,12 +194,15 @@ class _Walk:
 
     # --- dispatch ---
 
-    def archive(self, data: bytes, label: str, name: str, depth: int) -> None:
+    def archive(self, data: bytes, label: str, name: str, depth: int,
+                zip_after: bool = True) -> None:
+        """Walk `data` as what it is; `zip_after` False: do not look for a zip after it."""
         kind = archive_kind(data)
         try:
-            if kind == "zip":
+            if kind == "zip" and zip_after:
                 self.zip(data, label, depth)
-            elif kind in _STREAMS and data.find(zipfind.EOCD) >= 0 and self.zip(data, label, depth):
+            elif kind in _STREAMS and zip_after and data.find(zipfind.EOCD) >= 0 \
+                    and self.zip(data, label, depth):
                 pass    # a zip after the stream: zip() walked both
             elif kind == "tar":
                 self.tar(io.BytesIO(data), label, depth, counted=False)
@@ -187,6 +212,10 @@ class _Walk:
                 self.disc(data, label, depth)
             elif kind == "cab":
                 self.cabinet(data, label, depth)
+            elif kind == "7z":
+                self.sevenzip(data, label, depth)
+            elif kind == "onenote":
+                self.onenote(data, label, depth)
         except _Damaged as e:
             self.findings.append((self.o["on_damaged"], f"damaged archive {label}: {e}"))
 
@@ -196,16 +225,27 @@ class _Walk:
         rule = self.rules.check_type(head)
         if rule:
             self.findings.append(("blocked", f"{rule}: {show_name(name)} in {label}"))
-        if archive_kind(head) is None:
+        nested = archive_kind(head) is not None
+        # Office documents go to the scanners after this one (macros) as parts.
+        # (Not the macro project inside an Office Open XML document: that document is one.)
+        lower = name.lower()
+        office = ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
+                  or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
+        if not nested and not office:
             return
         inner = f"{label} > {show_name(name)}"
-        if depth >= self.o["max_depth"]:
+        if nested and depth >= self.o["max_depth"]:
             raise _Stop(f"archives nested deeper than {self.o['max_depth']} levels: {inner}")
         limit = self.o["max_nested_size"]
         data = head + read(limit + 1 - len(head))
         if len(data) > limit:
-            raise _Stop(f"nested archive larger than {limit // MiB} MiB: {inner}")
-        self.archive(data, inner, name, depth + 1)
+            raise _Stop(f"nested {'archive' if nested else 'document'} larger than "
+                        f"{limit // MiB} MiB: {inner}")
+        if office:
+            self.extract(data, f"x{len(self.extracted) + 1}", name, inner,
+                         f"Office document in {label}")
+        if nested:
+            self.archive(data, inner, name, depth + 1)
 
     # --- zip ---
 
@@ -221,14 +261,14 @@ class _Walk:
                     # Found only by a signature after other data. Any binary file
                     # has those four bytes now and then; unless a zip reader can
                     # open it, it is no archive, and not a damaged one.
-                    return
+                    return False
                 self.orphans(layout.orphans, label, depth)
                 raise _Damaged("BadZipFile: no central directory opens")
             self.concatenation(data, layout, label, depth)
             count = len(layout.archives)
             for i, archive in enumerate(layout.archives, 1):
                 where = f"{label} (zip {i} of {count})" if count > 1 else label
-                self.zip_members(archive.zf, data, where, depth)
+                self.zip_members(archive, data, where, depth)
                 if i < count:
                     # clamd, like Python, reads only the last directory: each
                     # earlier archive goes to it alone.
@@ -253,23 +293,43 @@ class _Walk:
             self.findings.append((self.o["on_concatenated"],
                                   f"concatenated archives ({', '.join(what)}): {label}"))
             if before in ARCHIVE_TYPES:
-                self.archive(data[:prefix], f"{label} (data before the zip)", "", depth)
+                # Only what comes before: the zip after it is being walked already.
+                self.archive(data[:prefix], f"{label} (data before the zip)", "", depth,
+                             zip_after=False)
         elif prefix:
             self.notes.append(f"{prefix} bytes before the first zip entry: {label}")
 
-    def zip_members(self, zf: zipfile.ZipFile, data: bytes, label: str, depth: int) -> None:
+    def zip_members(self, archive: zipfind.Archive, data: bytes, label: str,
+                    depth: int) -> None:
+        zf = archive.zf
         infos = zf.infolist()
         if self.members + len(infos) > self.o["max_members"]:
             raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
         self.zip_sizes(infos, label)
+        unlocked = None
         if any(i.flag_bits & 0x1 for i in infos):
-            self.findings.append((self.o["on_encrypted"], f"encrypted archive: {label}"))
-        for info in infos:
+            unlocked = self.unlock_zip(archive, data, label)
+            if unlocked is None:
+                self.findings.append((self.o["on_encrypted"], f"encrypted archive: {label}"))
+        try:
+            self.zip_entries(zf, unlocked, data, label, depth)
+        finally:
+            if unlocked is not None:
+                unlocked[0].close()
+
+    def zip_entries(self, zf: zipfile.ZipFile, unlocked: tuple[Any, bytes] | None,
+                    data: bytes, label: str, depth: int) -> None:
+        for index, info in enumerate(zf.infolist()):
             names = _zip_names(info, data)
-            for name in names or [""]:      # a member without a name is a member too
-                self.member(name, label)
+            # A member without a name is a member too; its other names count once.
+            for n, name in enumerate(names or [""]):
+                self.member(name, label, counted=n == 0)
             # Not info.is_dir(): it fails on an empty name (IndexError).
-            if info.filename.endswith("/") or info.flag_bits & 0x1:
+            if info.filename.endswith("/"):
+                continue
+            if info.flag_bits & 0x1:
+                if unlocked is not None:
+                    self.decrypted_zip_member(unlocked, index, label, depth)
                 continue
             try:
                 with zf.open(info) as f:
@@ -279,6 +339,128 @@ class _Walk:
                 detail = (f"damaged archive member {show_name(info.filename)} in {label}: "
                           f"{type(e).__name__}")
                 self.findings.append((self.o["on_damaged"], detail))
+
+    # --- encrypted archives, opened with a password from the message ---
+
+    def unlock_zip(self, archive: zipfind.Archive, data: bytes, label: str
+                   ) -> tuple[Any, bytes] | None:
+        """(pyzipper archive, password) if a word of the message opens the archive.
+
+        Tried on its smallest encrypted member, read in full: ZipCrypto's one check
+        byte lets 1 wrong password in 256 through, the CRC at the end does not.
+        """
+        try:
+            zf = pyzipper.AESZipFile(zipfind.Window(data, archive.end))
+        except _DECRYPT_ERRORS:
+            return None
+        infos = zf.infolist()
+        locked = [i for i, info in enumerate(infos)
+                  if info.flag_bits & 0x1 and not info.filename.endswith("/")]
+        if not locked:
+            zf.close()
+            return None
+        probe = min(locked, key=lambda i: infos[i].compress_size)
+        limit = self.o["max_nested_size"]
+        for word in _encodings(self.words()[:self.o["max_passwords"]]):
+            if self.tries["zip"] <= 0:
+                break
+            self.tries["zip"] -= 1
+            try:
+                with zf.open(infos[probe], pwd=word) as f:
+                    f.read(limit)
+            except _DECRYPT_ERRORS:
+                continue
+            self.notes.append(f"encrypted archive opened with a password from the message: "
+                              f"{label}")
+            return zf, word
+        zf.close()
+        return None
+
+    def decrypted_zip_member(self, unlocked: tuple[Any, bytes], index: int, label: str,
+                             depth: int) -> None:
+        """Judged like any member; and sent to clamd, which cannot decrypt it."""
+        zf, word = unlocked
+        info = zf.infolist()[index]
+        limit = self.o["max_nested_size"]
+        try:
+            with zf.open(info, pwd=word) as f:
+                content = f.read(limit + 1)
+        except (RuntimeError, zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError,
+                EOFError, OSError, lzma.LZMAError, struct.error) as e:
+            # Another password, or damaged: nobody can look inside this member.
+            self.findings.append((self.o["on_encrypted"],
+                                  f"encrypted member {show_name(info.filename)} in {label} "
+                                  f"({type(e).__name__})"))
+            return
+        self.decrypted(content, info.filename, label, depth)
+
+    def decrypted(self, content: bytes, name: str, label: str, depth: int) -> None:
+        limit = self.o["max_nested_size"]
+        if len(content) > limit:
+            raise _Stop(f"decrypted member larger than {limit // MiB} MiB: "
+                        f"{show_name(name)} in {label}")
+        self.count(len(content), label)
+        self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read, name,
+                     label, depth)
+        self.extract(content, f"d{len(self.extracted) + 1}", name, label,
+                     f"decrypted with a password from the message, from {label}")
+
+    def sevenzip(self, data: bytes, label: str, depth: int) -> None:
+        """Names always; content when it is not encrypted or a word of the mail opens it."""
+        password = None
+        try:
+            listing = sevenzip.listing(data)
+        except sevenzip.NeedsPassword:
+            listing = None
+        except sevenzip.SevenZipError as e:
+            raise _Damaged(str(e)) from None
+        if listing is None or listing.encrypted:
+            password, listing = self.unlock_7z(data, listing)
+            if password is None:
+                self.findings.append((self.o["on_encrypted"], f"encrypted archive: {label}"))
+                for m in (listing.members if listing else []):
+                    self.member(m.name, label)
+                return
+            self.notes.append(f"encrypted archive opened with a password from the message: "
+                              f"{label}")
+        assert listing is not None
+        files = [m for m in listing.members if not m.is_dir]
+        if self.members + len(listing.members) > self.o["max_members"]:
+            raise _Stop(f"more than {self.o['max_members']} archive members: {label}")
+        for m in listing.members:
+            self.member(m.name, label)
+        declared = sum(m.size for m in files)
+        self.ratio(declared, len(data), label)
+        self.count(declared, label)
+        try:
+            contents = sevenzip.contents(data, self.o["max_nested_size"] + 1, password)
+        except sevenzip.SevenZipError as e:
+            raise _Damaged(str(e)) from None
+        for m in files:
+            content = contents.get(m.name, b"")
+            if password is not None:
+                self.decrypted(content, m.name, label, depth)
+            else:
+                # clamd unpacks an unencrypted 7z itself; only the rules are ours.
+                self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read,
+                             m.name, label, depth)
+
+    def unlock_7z(self, data: bytes, listing: sevenzip.Listing | None
+                  ) -> tuple[str | None, sevenzip.Listing | None]:
+        # Each try costs a key derivation of 2^19 SHA-256 rounds: fewer tries than for zip.
+        for word in self.words()[:self.o["max_passwords_7z"]]:
+            if self.tries["7z"] <= 0:
+                break
+            self.tries["7z"] -= 1
+            try:
+                # An encrypted header opens only with the password; otherwise any
+                # password lists it, and the CRCs of the content decide.
+                found = listing or sevenzip.listing(data, word)
+                sevenzip.contents(data, 1, word)
+            except (sevenzip.SevenZipError, sevenzip.NeedsPassword):
+                continue
+            return word, found
+        return None, listing
 
     def orphans(self, entries: list[zipfind.LocalEntry], label: str, depth: int) -> None:
         """Local entries that no directory lists: readers that walk local headers show them."""
@@ -392,6 +574,29 @@ class _Walk:
             content = out[m.offset:m.offset + m.size]
             self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read,
                          m.name, label, depth)
+
+    def onenote(self, data: bytes, label: str, depth: int) -> None:
+        """The files embedded in a OneNote section (FileDataStoreObject, MS-ONESTORE
+        2.6.13): judged by content, and each sent to clamd on its own. Their names live
+        in property sets this does not read; the content decides."""
+        pos = data.find(_ONENOTE_FILE)
+        n = 0
+        while pos >= 0:
+            n += 1
+            if n > self.o["max_members"]:
+                raise _Stop(f"more than {self.o['max_members']} embedded files: {label}")
+            start = pos + 36        # header GUID, cbLength (8), unused (4), reserved (8)
+            if start > len(data):
+                break
+            size, = struct.unpack_from("<Q", data, pos + 16)
+            content = data[start:start + min(size, len(data) - start)]
+            name = f"(embedded file {n})"
+            self.member(name, label)
+            self.count(len(content), label)
+            self.content(content[:SNIFF_BYTES], io.BytesIO(content[SNIFF_BYTES:]).read, name,
+                         label, depth)
+            self.extract(content, f"one{n}", "", label, f"file embedded in OneNote {label}")
+            pos = data.find(_ONENOTE_FILE, start + len(content))
 
     # --- tar ---
 
@@ -562,3 +767,23 @@ class _Prepended:
                 out += self.stream.read(n - len(out))
             return out
         return self.stream.read(n)
+
+
+# pyzipper's BadZipFile is its own class, not zipfile's; and on hostile bytes its AES
+# code fails with lookup errors too (an unknown key strength is a KeyError).
+_DECRYPT_ERRORS = (RuntimeError, zipfile.BadZipFile, pyzipper.BadZipFile, zlib.error,
+                   NotImplementedError, ValueError, EOFError, OSError, lzma.LZMAError,
+                   struct.error, LookupError, TypeError)
+
+
+def _encodings(words: list[str]) -> list[bytes]:
+    """Each word as UTF-8, and as the code pages Windows' own zip tools use (cp437,
+    cp1252) where those differ: zip passwords are bytes."""
+    out: list[bytes] = []
+    for word in words:
+        for codec in ("utf-8", "cp437", "cp1252"):
+            try:
+                out.append(word.encode(codec))
+            except UnicodeEncodeError:
+                continue
+    return list(dict.fromkeys(out))
