@@ -96,7 +96,7 @@ class Web:
 def create_app(cfg: Config, state_dir: Path, quarantine_dir: Path, data_dir: Path,
                refresh_interval: float = 2.0) -> Flask:
     web = Web(cfg, state_dir, quarantine_dir, data_dir)
-    web.index.refresh()
+    web.index.refresh(full=True)
     if refresh_interval > 0:
         web.start_refresher(refresh_interval)
     app = Flask(__name__)
@@ -303,8 +303,9 @@ def _routes(app: Flask, web: Web) -> None:
         ids = [i for i in request.args.getlist("id") if i in mine]
         rows = [(i, web.paths.result(i)) for i in ids]
         pending = any(r is None for _, r in rows)
-        if not pending and rows:
-            web.index.refresh()
+        for _, r in rows:
+            if r is not None and ENTRY_RE.fullmatch(str(r.get("entry", ""))):
+                web.index.refresh_entry(str(r["entry"]))
         return render_template("requests.html", rows=rows, pending=pending)
 
     @app.get("/audit")
