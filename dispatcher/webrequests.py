@@ -43,6 +43,7 @@ from shared.webrequest import MAX_SIZE, LinkError, Request, RequestError, WebPat
 log = logging.getLogger("holdscan.dispatcher")
 
 RESULTS_KEPT = 7 * 86400
+PER_TICK = 20               # requests carried out per look, so that mail keeps flowing
 _STALE_TMP = 3600           # a dot file the web never renamed: removed after an hour
 
 
@@ -130,14 +131,17 @@ class WebRequests:
             self.digest.tick()
 
     # -- requests ---------------------------------------------------------------------------
-    def process(self) -> list[dict[str, Any]]:
-        """Carry out (or refuse) every request waiting. Returns their outcomes."""
-        done = []
+    def process(self, limit: int = PER_TICK) -> list[dict[str, Any]]:
+        """Carry out (or refuse) up to `limit` waiting requests, oldest names first (the
+        rest at the next look). Returns their outcomes."""
+        done: list[dict[str, Any]] = []
         try:
             names = sorted(os.listdir(self.paths.requests))
         except FileNotFoundError:
             return done
         for name in names:
+            if len(done) >= limit:
+                break
             path = self.paths.requests / name
             if name.startswith("."):
                 self._stale(path)

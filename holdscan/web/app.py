@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -47,6 +48,7 @@ from shared.webrequest import (
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 STATS_DAYS = 7
+_LOCAL_PATH = re.compile(r"/[A-Za-z0-9/_.-]*")
 _REQ_KEPT = 50          # request IDs a session remembers to show their outcomes
 
 
@@ -96,7 +98,7 @@ class Web:
 def create_app(cfg: Config, state_dir: Path, quarantine_dir: Path, data_dir: Path,
                refresh_interval: float = 2.0) -> Flask:
     web = Web(cfg, state_dir, quarantine_dir, data_dir)
-    web.index.refresh()
+    web.index.refresh(full=True)
     if refresh_interval > 0:
         web.start_refresher(refresh_interval)
     app = Flask(__name__)
@@ -216,8 +218,9 @@ def _routes(app: Flask, web: Web) -> None:
                 session.clear()
                 session.permanent = True
                 session.update(user=name, since=time.time(), csrf=secrets.token_urlsafe(32))
+                # Only a path of this site: "//host" or "/\\host" would leave it.
                 target = request.args.get("next", "")
-                ok = target.startswith("/") and not target.startswith("//")
+                ok = _LOCAL_PATH.fullmatch(target) and not target.startswith("//")
                 return redirect(target if ok else url_for("listing"))
             else:
                 web.limiter.failed(_client(), name)
@@ -303,8 +306,9 @@ def _routes(app: Flask, web: Web) -> None:
         ids = [i for i in request.args.getlist("id") if i in mine]
         rows = [(i, web.paths.result(i)) for i in ids]
         pending = any(r is None for _, r in rows)
-        if not pending and rows:
-            web.index.refresh()
+        for _, r in rows:
+            if r is not None and ENTRY_RE.fullmatch(str(r.get("entry", ""))):
+                web.index.refresh_entry(str(r["entry"]))
         return render_template("requests.html", rows=rows, pending=pending)
 
     @app.get("/audit")

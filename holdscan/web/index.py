@@ -2,10 +2,15 @@
 
 The quarantine store is one directory per entry with a meta.json; listing and filtering
 100,000 of them per page view would read 100,000 files. The index keeps what the list
-shows and filters on, and is brought up to date by refresh(): one directory scan, a stat
-per entry, and meta.json read only for entries that are new or changed (an entry's
-directory changes whenever its meta.json is replaced, as a release does). The store stays
-the truth: a page that acts on an entry reads its meta.json itself.
+shows and filters on, and is brought up to date by
+
+    refresh()          when the store's directory changed (entries came or went): its
+                       names only, meta.json read for the new ones
+    refresh(full=True) every entry's directory stat'd, meta.json read again where it
+                       changed (replacing meta.json, as a release does, changes it)
+    refresh_entry(id)  one entry, after the web's own request for it was carried out
+
+The store stays the truth: a page that acts on an entry reads its meta.json itself.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class Index:
         self.path = path
         self.quarantine_dir = quarantine_dir
         self._lock = threading.Lock()           # one refresh at a time
+        self._dir_mtime = -2                    # the store's directory at the last refresh
         with self.db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
@@ -94,9 +100,15 @@ class Index:
             conn.close()
 
     # -- keeping it current -----------------------------------------------------------------
-    def refresh(self) -> int:
+    def refresh(self, full: bool = False) -> int:
         """Bring the index up to date with the store. Returns how many rows changed."""
         with self._lock:
+            try:
+                dir_mtime = os.stat(self.quarantine_dir).st_mtime_ns
+            except FileNotFoundError:
+                dir_mtime = -1
+            if not full and dir_mtime == self._dir_mtime:
+                return 0
             with self.db() as db:
                 known = dict(db.execute("SELECT id, mtime FROM entries").fetchall())
             seen: dict[str, int] = {}
@@ -110,6 +122,9 @@ class Index:
                     for d in scan:
                         if d.name.startswith("."):
                             continue
+                        if not full and d.name in known:
+                            seen[d.name] = known[d.name]
+                            continue
                         try:
                             mtime = d.stat(follow_symlinks=False).st_mtime_ns
                         except FileNotFoundError:
@@ -120,12 +135,28 @@ class Index:
                             if row is not None:
                                 changed.append(row)
             gone = [k for k in known if k not in seen]
+            self._dir_mtime = dir_mtime
             with self.db() as db:
                 db.executemany("INSERT OR REPLACE INTO entries VALUES "
                                "(:id, :time, :verdict, :sender, :recipients, :subject, "
                                ":reason, :released_as, :mtime)", changed)
                 db.executemany("DELETE FROM entries WHERE id = ?", [(g,) for g in gone])
             return len(changed) + len(gone)
+
+    def refresh_entry(self, entry_id: str) -> None:
+        with self._lock:
+            try:
+                mtime = os.stat(self.quarantine_dir / entry_id).st_mtime_ns
+                row = self._row(entry_id, mtime)
+            except (FileNotFoundError, ValueError):
+                row = None
+            with self.db() as db:
+                if row is None:
+                    db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO entries VALUES (:id, :time, :verdict, "
+                               ":sender, :recipients, :subject, :reason, :released_as, "
+                               ":mtime)", row)
 
     def _row(self, entry_id: str, mtime: int) -> dict[str, Any] | None:
         try:
@@ -142,11 +173,16 @@ class Index:
                 "subject": str(meta.get("subject", "")), "reason": str(meta.get("reason", "")),
                 "released_as": str(meta.get("released_as", "")), "mtime": mtime}
 
-    def run(self, interval: float, stop: threading.Event) -> None:
-        """Refresh every `interval` seconds until `stop` (the web's background thread)."""
+    def run(self, interval: float, stop: threading.Event, full_every: float = 60.0) -> None:
+        """Refresh every `interval` seconds, fully every `full_every`, until `stop` (the
+        web's background thread)."""
+        next_full = time.monotonic() + full_every
         while not stop.wait(interval):
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + full_every
             try:
-                self.refresh()
+                self.refresh(full=full)
             except (OSError, sqlite3.Error):
                 time.sleep(interval)
 

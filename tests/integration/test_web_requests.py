@@ -22,7 +22,7 @@ from holdscan.lab.cluster import Cluster
 from holdscan.lab.postfix import PostfixInstance
 from holdscan.lab.sink import Sink
 from shared.webrequest import Request, WebPaths, sign_link
-from tests.support.mail import simple_message
+from tests.support.mail import PE, multipart, part, send, simple_message
 from tests.support.web import quarantine_message, run_as, spool, web_config, web_user
 
 pytestmark = [pytest.mark.postfix]
@@ -72,7 +72,8 @@ def site(shared_postfix: tuple[PostfixInstance, Sink], tmp_path_factory) -> Iter
     os.chmod(tmp, 0o755)
     names = {"release": ("spam", ["a@example.test"]), "delete": ("spam", ["a@example.test"]),
              "forged": ("spam", ["a@example.test"]), "infected": ("infected", ["r@example.test"]),
-             "mine": ("spam", ["r@example.test"]), "theirs": ("spam", ["o@example.test"])}
+             "mine": ("spam", ["r@example.test"]), "theirs": ("spam", ["o@example.test"]),
+             "elsewhere": ("blocked", ["a@example.test", "b@example.test"])}
     entries = {name: quarantine_message(pf, simple_message(n, subject=name), "s@example.test",
                                         rcpts, action=verdict, subject=name)
                for n, (name, (verdict, rcpts)) in enumerate(names.items())}
@@ -238,3 +239,37 @@ def test_recipient_requests_need_their_own_valid_link(site):
     assert d.rcpt_tos == ["r@example.test"]
     site.pf.wait_empty()
     site.sink.clear()
+
+
+def test_release_to_another_address(site):
+    req = Request.new("release", site.entries["elsewhere"], "admin:alice",
+                      to="helpdesk@example.test")
+    site.submit(req)
+    assert site.result(req.id)["outcome"] == "done"
+    [d] = site.sink.wait_count(1, timeout=30)
+    assert d.rcpt_tos == ["helpdesk@example.test"]
+    site.pf.wait_empty()
+    site.sink.clear()
+
+
+def test_entry_the_dispatcher_quarantines_is_shared_with_the_web(site):
+    store = spool(site.pf).quarantine_dir
+    before = set(os.listdir(store))
+    # the attachments scanner blocks a Windows program; the policy quarantines it
+    send(site.pf.port, "s@example.test", ["a@example.test"],
+         multipart(part(b"hi", "text/plain", encoding="7bit"), part(PE, name="setup.exe")))
+    deadline = time.monotonic() + 30
+    while not (new := {n for n in os.listdir(store) if not n.startswith(".")} - before):
+        assert time.monotonic() < deadline, site.cluster.logs()[-3000:]
+        time.sleep(0.1)
+    [entry] = new
+    entry_dir = store / entry
+    for p, mode in ((entry_dir, 0o750), (entry_dir / "meta.json", 0o640),
+                    (entry_dir / "queuefile", 0o640)):
+        st = p.stat()
+        assert (st.st_gid, st.st_mode & 0o7777) == (site.gid, mode), p
+        assert st.st_uid != site.uid
+    code = (f"import json; print(json.load(open({str(entry_dir / 'meta.json')!r}))['action']);"
+            f"open({str(entry_dir / 'queuefile')!r}, 'rb').read()")
+    p = run_as(site.uid, site.gid, code)
+    assert p.returncode == 0 and p.stdout.strip() == "blocked", p.stderr

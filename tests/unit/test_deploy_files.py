@@ -497,7 +497,7 @@ def test_configuration_doc_covers_every_setting() -> None:
 
     doc = (REPO / "docs" / "configuration.md").read_text()
     default = config_mod.Config()
-    for section in ("postfix", "dispatcher", "broker", "worker", "headers", "notify"):
+    for section in ("postfix", "dispatcher", "broker", "worker", "headers", "notify", "web"):
         assert f"## `[{section}]`" in doc
         for f in dataclasses.fields(getattr(default, section)):
             assert f"| `{f.name}` |" in doc, f"{section}.{f.name}"

@@ -8,11 +8,12 @@ import re
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from shared.webrequest import sign_link
-from tests.support.web import ADMIN, PASSWORD, SECOND_ADMIN, spool
+from tests.support.web import ADMIN, PASSWORD, SECOND_ADMIN, spool, web_user
 
 pytestmark = [pytest.mark.postfix]
 
@@ -159,3 +160,13 @@ def test_recipient_link_opens_only_its_own_entry_until_it_expires_or_goes(site):
         time.sleep(0.1)
     status, text, _ = c.request("GET", f"/r/{dlink}")
     assert status == 404 and "For dave" not in text
+
+
+def test_web_runs_as_its_own_user_in_its_own_group(site):
+    _, uid, gid = web_user()
+    status = Path(f"/proc/{site.web.pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Uid"].split() == [str(uid)] * 4
+    assert fields["Gid"].split() == [str(gid)] * 4
+    assert fields["Groups"].split() == [str(gid)]
+    assert int(fields["CapEff"], 16) == 0
