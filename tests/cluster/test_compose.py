@@ -300,13 +300,7 @@ def test_scaling_under_load_delivers_every_message_once(stack: ComposeStack) -> 
         when(40)
         project.up(scale={"worker": 5}, services=["worker"], no_deps=True)
         when(150)
-        # Kill a worker that is running a batch (Flower knows which), as a crash would.
-        busy = json.loads(http_get(f"{stack.flower_url}/api/tasks?state=STARTED",
-                                   (FLOWER_USER, stack.flower_password))[1] or b"{}")
-        busy_hosts = {t["worker"].removeprefix("celery@") for t in busy.values()}
-        workers = project.containers("worker")
-        victim = next((c for c in workers if c["hostname"] in busy_hosts), workers[-1])
-        stack.engine.run("kill", victim["id"])
+        cut_task = kill_a_worker_mid_batch(stack)
         when(250)
         project.run("restart", "redis")
         when(350)
@@ -326,3 +320,38 @@ def test_scaling_under_load_delivers_every_message_once(stack: ComposeStack) -> 
     st = wait_hold_empty(stack)
     assert st["dispatcher"]["waiting_retry"] == 0
     assert len(project.containers("worker")) == 1
+    # The killed worker never finished its batch: its messages came through another one.
+    code, body = http_get(f"{stack.flower_url}/api/task/info/{cut_task}",
+                          (FLOWER_USER, stack.flower_password))
+    assert code == 200 and json.loads(body)["state"] == "STARTED", body
+
+
+def kill_a_worker_mid_batch(stack: ComposeStack) -> str:
+    """`docker kill` a worker container while it runs a batch; returns the batch's task id.
+
+    A batch takes milliseconds, too short to catch by looking. So clamd is paused (its
+    frozen process still accepts connections; the workers' scans wait, well within their
+    60 s timeout), Flower names a worker with a started batch, that one is killed, and clamd
+    goes on."""
+    assert stack.project is not None
+    [clamd] = stack.project.containers("clamd")
+    auth = (FLOWER_USER, stack.flower_password)
+    stack.engine.run("pause", clamd["id"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            workers = {c["hostname"]: c for c in stack.project.containers("worker")}
+            started = json.loads(http_get(f"{stack.flower_url}/api/tasks?state=STARTED",
+                                          auth)[1] or b"{}")
+            busy = [(task_id, workers[t["worker"].removeprefix("celery@")])
+                    for task_id, t in started.items()
+                    if t.get("worker", "").removeprefix("celery@") in workers]
+            if busy:
+                task_id, victim = busy[0]
+                stack.engine.run("kill", victim["id"])
+                return task_id
+            assert time.monotonic() < deadline, \
+                f"no worker started a batch within 30s: {started}, workers {sorted(workers)}"
+            time.sleep(0.3)
+    finally:
+        stack.engine.run("unpause", clamd["id"])
