@@ -3,6 +3,8 @@ temporary file; larger streams and TCP keep INSTREAM. Against a real clamd."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from holdscan.lab.clamd import DETECTED_AS, ClamdServer
@@ -12,8 +14,16 @@ from workers.clamdclient import FILDES_MAX, Address, ClamdPool
 pytestmark = pytest.mark.clamd
 
 
-def _log_lines(clamd: ClamdServer, start: int) -> list[str]:
-    return clamd.log_path.read_text(errors="replace")[start:].splitlines()
+def _found_lines(clamd: ClamdServer, start: int, expected: int) -> list[str]:
+    """The FOUND lines clamd logged since `start`, once there are `expected` of them (or
+    after 5 s): clamd answers the client before it writes the line to its log."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = clamd.log_path.read_text(errors="replace")[start:].splitlines()
+        found = [line for line in lines if "FOUND" in line]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("reuse", [True, False], ids=["session", "one-shot"])
@@ -27,7 +37,7 @@ def test_unix_socket_scans_by_descriptor(clamd: ClamdServer, reuse: bool) -> Non
         assert pool.scan(b"x" * 10) is None
     finally:
         pool.close()
-    found = [line for line in _log_lines(clamd, start) if "FOUND" in line]
+    found = _found_lines(clamd, start, 1)
     assert len(found) == 1 and "memfd:" in found[0], found
 
 
@@ -42,5 +52,5 @@ def test_large_streams_and_tcp_use_instream(clamd: ClamdServer) -> None:
     finally:
         unix.close()
         tcp.close()
-    found = [line for line in _log_lines(clamd, start) if "FOUND" in line]
+    found = _found_lines(clamd, start, 2)
     assert len(found) == 2 and all("instream(" in line for line in found), found
