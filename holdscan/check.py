@@ -599,6 +599,27 @@ def check_notify(cfg: config_mod.Config) -> CheckResult:
     return _ok("notify", f"notices to {who} when mail is {', '.join(n.on)}; {limit}")
 
 
+def check_web(cfg: config_mod.Config, mail_owner: str = "") -> CheckResult:
+    """[web]: its user and group exist and are not Postfix's; digests can be sent."""
+    from dispatcher.webrequests import identity
+    w = cfg.web
+    if not w.enabled:
+        return _ok("web", "off ([web] enabled = false)")
+    try:
+        identity(w)
+    except config_mod.ConfigError as e:
+        return _fail("web", str(e).split("; ")[0], str(e).split("; ", 1)[-1])
+    if mail_owner and w.user == mail_owner:
+        return _fail("web", f"web.user is Postfix's mail_owner {mail_owner}",
+                     "give the web a user of its own (holdscan-web); it must not be able "
+                     "to write the spool")
+    if w.digest and not os.access(cfg.notify.sendmail, os.X_OK):
+        return _fail("web", f"web.digest: {cfg.notify.sendmail} is not an executable",
+                     "install Postfix's sendmail or set notify.sendmail")
+    digest = f"digests daily, links to {w.base_url}" if w.digest else "no digests"
+    return _ok("web", f"requests from {w.user} (group {w.group}); {w.auth} logins; {digest}")
+
+
 # -- all together ---------------------------------------------------------------------
 
 def _guarded(name: str, check: Callable[[], CheckResult]) -> CheckResult:
@@ -654,6 +675,8 @@ def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
             results.append(_guarded(f"clamd {address}", partial(check_clamd, address)))
     results.append(_guarded("policy", lambda: check_policy(cfg)))
     results.append(_guarded("notify", lambda: check_notify(cfg)))
+    owner = settings.mail_owner if settings is not None else ""
+    results.append(_guarded("web", lambda: check_web(cfg, owner)))
     return results
 
 

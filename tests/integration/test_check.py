@@ -124,9 +124,10 @@ def test_correct_setup_is_all_ok(parts: Parts) -> None:
 def test_check_runs_as_a_module_too(parts: Parts) -> None:
     out = holdscan_check(parts.config(), via="module")
     assert out.code == 0, out.output
-    assert len(out.lines) == 12, out.output
+    assert len(out.lines) == 13, out.output
     assert "0 rule(s); default: infected quarantine" in out.line("policy")
     assert "off" in out.line("notify")
+    assert "off" in out.line("web")
 
 
 def test_redis_not_listening(parts: Parts) -> None:

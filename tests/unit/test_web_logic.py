@@ -153,3 +153,18 @@ def test_web_config_refuses_infected_for_recipients(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="base_url"):
         load(p, env={})
     assert load(None, env={"HOLDSCAN_WEB_ENABLED": "true"}).web.enabled
+
+
+def test_check_reports_the_web_setup() -> None:
+    from holdscan.check import check_web
+    from shared.config import Config
+    cfg = Config()
+    assert check_web(cfg).ok and "off" in check_web(cfg).message
+    cfg.web.enabled = True
+    cfg.web.user = cfg.web.group = "no-such-holdscan-user"
+    r = check_web(cfg)
+    assert not r.ok and "useradd" in r.line()
+    cfg.web.user = cfg.web.group = "root"
+    assert check_web(cfg, mail_owner="postfix").ok
+    cfg.web.user = "postfix"
+    assert not check_web(cfg, mail_owner="postfix").ok
