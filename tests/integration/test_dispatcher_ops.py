@@ -42,7 +42,8 @@ def test_metrics_and_status(postfix, sink, cluster):
     c.start_worker()
     c.start_dispatcher()
     sink.wait_count(3, timeout=60)
-    c.wait_for(lambda: b'outcome="released"} 3.0' in _get(port), 10, "metrics")
+    c.wait_for(lambda: b'holdscan_verdicts_total{outcome="released",verdict="clean"} 3.0'
+               in _get(port), 10, "metrics")
     text = _get(port).decode()
     assert "holdscan_scan_latency_seconds_count 3.0" in text
     assert "holdscan_in_flight 0.0" in text
