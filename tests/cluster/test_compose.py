@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -240,7 +241,7 @@ def test_metrics_answer_for_prometheus(stack: ComposeStack) -> None:
     assert code == 200
     text = body.decode()
     assert "holdscan_hold_depth 0.0" in text
-    assert 'holdscan_verdicts_total{action="clean"' in text
+    assert re.search(r'holdscan_verdicts_total\{outcome="\w+",verdict="clean"\} [1-9]', text), text
 
 
 # -- down and up ----------------------------------------------------------------------------
