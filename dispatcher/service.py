@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from dispatcher.notify import Notifier
 from dispatcher.policy import Policy
 from dispatcher.spool import MessageGone, Spool
 from dispatcher.status import Stats, StatusFile
-from dispatcher.transport import Transport, TransportError, reply_key
+from dispatcher.transport import Transport, TransportError, default_dispatcher_id, reply_key
 from dispatcher.upkeep import Upkeep
 from dispatcher.watcher import Watcher
 from dispatcher.webrequests import WebIdentity, WebRequests
@@ -72,9 +71,8 @@ class Dispatcher:
         self.attempts = Attempts(spool.state_dir / "attempts.sqlite")
         self.in_flight = Tracker.from_config(self.attempts, cfg)
         self.intake = Intake(spool, self.stats, self.options.rescan_interval)
-        self.upkeep = Upkeep(spool, self.stats, self.options.quarantine_days)
-        # The web's requests and digests (dispatcher/webrequests.py), if it is set up.
-        self.web = WebRequests(spool, cfg, web) if web is not None else None
+        self.upkeep = Upkeep(spool, self.stats, self.options.quarantine_days,
+                             web=WebRequests(spool, cfg, web) if web is not None else None)
         self.status = StatusFile(spool.state_dir / "status.json")
         self.inbox = Inbox()
         self.watcher = Watcher(spool.hold_dir, self.inbox.path)
@@ -112,8 +110,6 @@ class Dispatcher:
                     next_housekeeping = now + 1.0
                 self.intake.tick(now)
                 self.upkeep.tick(now)
-                if self.web is not None:
-                    self.web.tick(now)
                 if self.once:
                     self.stats.progress(total, len(self.in_flight))
                     if not self.intake and not self.in_flight and not self.in_flight.unsent:
@@ -298,8 +294,3 @@ class Dispatcher:
             **self.in_flight.status(), **self.stats.status(),
             "notices_last_hour": self.notifier.limit.summary() if self.notifier.enabled else {},
         })
-
-
-def default_dispatcher_id() -> str:
-    """This host's name: the dispatcher's ID, and so the name of its reply list."""
-    return socket.gethostname()

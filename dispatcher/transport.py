@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,11 @@ def content_key(dispatcher_id: str, queue_id: str) -> str:
 
 def reply_key(dispatcher_id: str) -> str:
     return f"holdscan:verdicts:{dispatcher_id}"
+
+
+def default_dispatcher_id() -> str:
+    """This host's name: the dispatcher's ID, and so the name of its reply list."""
+    return socket.gethostname()
 
 
 class CeleryTransport:

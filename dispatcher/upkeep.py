@@ -1,5 +1,6 @@
 """The dispatcher's upkeep besides scanning: recovery at its start, settling an
-operation that failed half-way, and expiring old quarantine entries.
+operation that failed half-way, expiring old quarantine entries, and the web's
+requests and digests (dispatcher/webrequests.py) when the web is set up.
 
 Each logs what it did in the dispatcher's log; none of them stops mail flowing.
 """
@@ -13,14 +14,17 @@ from dispatcher.park import settle_parks
 from dispatcher.quarantine import QuarantineStore
 from dispatcher.spool import Spool
 from dispatcher.status import Stats
+from dispatcher.webrequests import WebRequests
 from shared.logging import event
 
 log = logging.getLogger("holdscan.dispatcher")     # these are the dispatcher's lines
 
 
 class Upkeep:
-    def __init__(self, spool: Spool, stats: Stats, quarantine_days: int = 0) -> None:
+    def __init__(self, spool: Spool, stats: Stats, quarantine_days: int = 0,
+                 web: WebRequests | None = None) -> None:
         self.spool = spool
+        self.web = web
         self.stats = stats
         self.store = QuarantineStore(spool)
         self.quarantine_days = quarantine_days      # 0: keep entries for ever
@@ -48,7 +52,10 @@ class Upkeep:
             event(log, logging.ERROR, "cannot recover the quarantine store", error=str(e))
 
     def tick(self, now: float) -> None:
-        """Expire old quarantine entries once a day (by the monotonic clock `now`)."""
+        """The web's requests (it paces itself); and once a day (by the monotonic clock
+        `now`) expire old quarantine entries."""
+        if self.web is not None:
+            self.web.tick(now)
         if not self.quarantine_days or now < self.next_expiry:
             return
         self.next_expiry = now + 86400

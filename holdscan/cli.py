@@ -53,8 +53,8 @@ def _spool(cfg: Config):
 
 # -- dispatch -----------------------------------------------------------------------------
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    from dispatcher.service import Dispatcher, default_dispatcher_id
-    from dispatcher.transport import CeleryTransport, LocalTransport
+    from dispatcher.service import Dispatcher
+    from dispatcher.transport import CeleryTransport, LocalTransport, default_dispatcher_id
     from shared import logging as hlog
 
     cfg = _load(args)
