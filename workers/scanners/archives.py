@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import pyzipper
 
 from shared.contract import Finding, ScanRequest
-from workers import budget, cabinet, discimage, passwords, sevenzip, zipfind
+from workers import budget, cabinet, discimage, passwords, sevenzip, smuggled, zipfind
 from workers.derived import derived_part, is_derived, is_guess
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
@@ -231,7 +231,8 @@ class _Walk:
         lower = name.lower()
         office = ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
                   or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
-        if not nested and not office:
+        html = not nested and smuggled.looks_like_html(name, head)
+        if not nested and not office and not html:
             return
         inner = f"{label} > {show_name(name)}"
         if nested and depth >= self.o["max_depth"]:
@@ -244,8 +245,32 @@ class _Walk:
         if office:
             self.extract(data, f"x{len(self.extracted) + 1}", name, inner,
                          f"Office document in {label}")
+        if html:
+            self.smuggled(data, name, inner, depth + 1)
         if nested:
             self.archive(data, inner, name, depth + 1)
+
+    def smuggled(self, html: bytes, name: str, label: str, depth: int) -> None:
+        """The files a page in an archive would build in script (workers/smuggled.py):
+        judged like members, each sent to clamd on its own."""
+        blobs, _ = smuggled.find_blobs(html, self.o["max_nested_size"])
+        names = smuggled.download_names(html)
+        for i, (how, blob) in enumerate(blobs, 1):
+            shown = names[0] if names else f"(file {i} built by {name})"
+            for n, other in enumerate(names or (shown,)):
+                self.member(other, label, counted=n == 0)
+            before = len(self.findings)
+            self.count(len(blob), label)
+            self.content(blob[:SNIFF_BYTES], io.BytesIO(blob[SNIFF_BYTES:]).read, shown,
+                         label, depth)
+            if len(blobs) > 1:
+                # One of several guesses at the script's blob: a piece is no archive.
+                for j in range(before, len(self.findings)):
+                    verdict, detail = self.findings[j]
+                    if detail.startswith("damaged archive"):
+                        self.findings[j] = ("clean", detail)
+            self.extract(blob, f"h{len(self.extracted) + 1}", shown, label,
+                         f"{how} in {label}")
 
     # --- zip ---
 
