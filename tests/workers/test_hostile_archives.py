@@ -169,6 +169,8 @@ def _seeds() -> list[tuple[bytes, str]]:
         (f"<html><script>var b = new Blob([atob('{script}')]);</script></html>".encode(),
          "text/html"),
         (gzip.compress(b"x" * 1000) * 3 + zip_bytes({"z": b"z"}), "application/gzip"),
+        (zip_bytes({"a.html": f"<html><script>atob('{script}'); new Blob([]);</script>"
+                              .encode()}, method=0), "application/zip"),
     ]
 
 
