@@ -40,7 +40,16 @@ from typing import Any, ClassVar
 import pyzipper
 
 from shared.contract import Finding, ScanRequest
-from workers import budget, cabinet, discimage, passwords, sevenzip, smuggled, zipfind
+from workers import (
+    budget,
+    cabinet,
+    discimage,
+    embedded,
+    passwords,
+    sevenzip,
+    smuggled,
+    zipfind,
+)
 from workers.derived import derived_part, is_derived, is_guess
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
@@ -216,12 +225,17 @@ class _Walk:
                 self.sevenzip(data, label, depth)
             elif kind == "onenote":
                 self.onenote(data, label, depth)
+            elif kind in ("ole", "rtf"):
+                self.embedded(data, kind, label, depth)
         except _Damaged as e:
             self.findings.append((self.o["on_damaged"], f"damaged archive {label}: {e}"))
 
     def content(self, head: bytes, read: Callable[[int], bytes], name: str, label: str,
-                depth: int) -> None:
-        """A member's first bytes: filetype rules, and a nested archive is walked."""
+                depth: int, hand_on: bool = True) -> None:
+        """A member's first bytes: filetype rules, and a nested archive is walked.
+
+        `hand_on` False: an Office document is not handed on to the macro check
+        (objects embedded in documents: charts are workbooks, and many of them)."""
         rule = self.rules.check_type(head)
         if rule:
             self.findings.append(("blocked", f"{rule}: {show_name(name)} in {label}"))
@@ -229,8 +243,8 @@ class _Walk:
         # Office documents go to the scanners after this one (macros) as parts.
         # (Not the macro project inside an Office Open XML document: that document is one.)
         lower = name.lower()
-        office = ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
-                  or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
+        office = hand_on and ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
+                              or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
         html = not nested and smuggled.looks_like_html(name, head)
         if not nested and not office and not html:
             return
@@ -622,6 +636,23 @@ class _Walk:
                          label, depth)
             self.extract(content, f"one{n}", "", label, f"file embedded in OneNote {label}")
             pos = data.find(_ONENOTE_FILE, start + len(content))
+
+    def embedded(self, data: bytes, kind: str, label: str, depth: int) -> None:
+        """Files embedded in a document (workers/embedded.py): packages, RTF objects,
+        Outlook attachments; judged like members. clamd reads these formats itself."""
+        room = self.o["max_members"] - self.members + 1
+        limit = self.o["max_nested_size"] + 1
+        items = (embedded.in_rtf(data, room, limit) if kind == "rtf"
+                 else embedded.in_compound_file(data, room, limit))
+        for item in items:
+            where = f"{label} ({item.how})"
+            self.member(item.name, where)
+            if len(item.data) > self.o["max_nested_size"]:
+                raise _Stop(f"embedded file larger than {self.o['max_nested_size'] // MiB} MiB: "
+                            f"{show_name(item.name)} in {label}")
+            self.count(len(item.data), label)
+            self.content(item.data[:SNIFF_BYTES], io.BytesIO(item.data[SNIFF_BYTES:]).read,
+                         item.name, where, depth, hand_on=False)
 
     # --- tar ---
 
