@@ -5,13 +5,16 @@ messages (.msg)."""
 from __future__ import annotations
 
 import io
+import random
 import zipfile
 
 from shared.contract import Verdict
-from tests.support.mail import EICAR, PE, multipart, part
+from tests.support.mail import EICAR, PE, multipart, part, zip_bytes
 from tests.support.ole import compound_file, outlook_message, package
 from tests.support.scanning import Scan
 from tests.support.vba import docx, rtf_with_object
+from workers.message import ParsedMessage
+from workers.scanners.archives import ArchivesScanner
 
 
 def mail(payload: bytes, name: str) -> bytes:
@@ -70,3 +73,12 @@ def test_innocent_twins_are_clean(scan: Scan) -> None:
                            "fw.msg")):
         v = scan(mail(payload, name))
         assert v.verdict == "clean", (name, details(v))
+
+
+def test_a_large_document_in_an_archive_is_noted_not_unscannable() -> None:
+    big = compound_file({"Workbook": random.Random(1).randbytes(3 << 20)})
+    msg = ParsedMessage.from_bytes(mail(zip_bytes({"figures.xls": big}), "figures.zip"))
+    found = ArchivesScanner({"max_nested_size": 1 << 20}).scan(msg)
+    assert [(f.verdict, f.detail) for f in found] == [
+        ("clean", 'document larger than 1 MiB not searched for embedded files or macros: '
+                  '"figures.zip" > "figures.xls"')]

@@ -68,6 +68,8 @@ _ONENOTE_FILE = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
 # Office Open XML names that may carry macros (a zip inside is walked anyway).
 _OFFICE_MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm",
                             ".ppam", ".ppsm", ".sldm")
+# Archive kinds that are documents first: walked for what they embed, never a bomb.
+_DOCUMENTS = ("ole", "rtf")
 # Compressed streams: a zip signature inside one is noise, one after it is a zip.
 # (Not tar: a zip stored in a tar shows its signatures in the tar's bytes.)
 _STREAMS = ("gzip", "bzip2", "xz")
@@ -239,7 +241,11 @@ class _Walk:
         rule = self.rules.check_type(head)
         if rule:
             self.findings.append(("blocked", f"{rule}: {show_name(name)} in {label}"))
-        nested = archive_kind(head) is not None
+        kind = archive_kind(head)
+        nested = kind is not None
+        # Documents (OLE, RTF) are walked for their embedded files, but a large one is
+        # everyday mail, not a bomb: past the limit it is noted and left to clamd.
+        document = kind in _DOCUMENTS
         # Office documents go to the scanners after this one (macros) as parts.
         # (Not the macro project inside an Office Open XML document: that document is one.)
         lower = name.lower()
@@ -249,11 +255,15 @@ class _Walk:
         if not nested and not office and not html:
             return
         inner = f"{label} > {show_name(name)}"
-        if nested and depth >= self.o["max_depth"]:
+        if nested and not document and depth >= self.o["max_depth"]:
             raise _Stop(f"archives nested deeper than {self.o['max_depth']} levels: {inner}")
         limit = self.o["max_nested_size"]
         data = head + read(limit + 1 - len(head))
         if len(data) > limit:
+            if document:
+                self.notes.append(f"document larger than {limit // MiB} MiB not searched "
+                                  f"for embedded files or macros: {inner}")
+                return
             raise _Stop(f"nested {'archive' if nested else 'document'} larger than "
                         f"{limit // MiB} MiB: {inner}")
         if office:
@@ -261,7 +271,7 @@ class _Walk:
                          f"Office document in {label}")
         if html:
             self.smuggled(data, name, inner, depth + 1)
-        if nested:
+        if nested and not (document and depth >= self.o["max_depth"]):
             self.archive(data, inner, name, depth + 1)
 
     def smuggled(self, html: bytes, name: str, label: str, depth: int) -> None:
