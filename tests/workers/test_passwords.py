@@ -132,3 +132,12 @@ def test_the_password_budget_is_for_the_whole_message() -> None:
     assert [f.verdict for f in found] == ["blocked"] * 8
     # Ten 7z tries in all (about 55 ms of CPU each), not ten per archive.
     assert seconds < 3.0, seconds
+
+
+def test_a_large_unencrypted_7z_is_listed_and_left_to_clamd() -> None:
+    archive = encrypted.seven_zip({"big.bin": bytes(3 << 20), "run.exe": b"x"})
+    msg = ParsedMessage.from_bytes(mail(archive, "a.7z"))
+    found = ArchivesScanner({"max_nested_size": 1 << 20, "max_ratio": 100_000}).scan(msg)
+    assert sorted((f.verdict, f.detail) for f in found) == [
+        ("blocked", 'denied extension .exe: "run.exe" in "a.7z"'),
+        ("clean", '7z content over 1 MiB left to clamd (names judged): "a.7z"')]
