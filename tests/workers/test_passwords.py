@@ -4,6 +4,7 @@ on_encrypted applies as before."""
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -141,3 +142,12 @@ def test_a_large_unencrypted_7z_is_listed_and_left_to_clamd() -> None:
     assert sorted((f.verdict, f.detail) for f in found) == [
         ("blocked", 'denied extension .exe: "run.exe" in "a.7z"'),
         ("clean", '7z content over 1 MiB left to clamd (names judged): "a.7z"')]
+
+
+def test_a_large_zipcrypto_archive_is_not_decrypted(tmp_path: Path) -> None:
+    archive = zipcrypto(tmp_path, {"video.bin": random.Random(2).randbytes(300_000)})
+    msg = ParsedMessage.from_bytes(mail(archive, "a.zip", f"Password: {PASSWORD}"))
+    found = ArchivesScanner({"max_zipcrypto_size": 100_000}).scan(msg)
+    assert sorted((f.verdict, f.detail) for f in found) == [
+        ("blocked", 'encrypted archive: "a.zip"'),
+        ("clean", 'ZipCrypto archive over 97 KiB not decrypted: "a.zip"')]
