@@ -32,6 +32,7 @@ DESCRIPTIONS = {
     "onenote": "OneNote document",
     "msi": "Windows Installer package",
     "ole": "OLE compound file (Office 97-2003 document and others)",
+    "rtf": "RTF document",
     "cab": "Windows cabinet",
     "zip": "zip archive",
     "gzip": "gzip data",
@@ -43,8 +44,10 @@ DESCRIPTIONS = {
 }
 
 # The ones we can list (the archives scanner walks their members).
+# (Documents that carry files too: OLE compound files and RTF, for their embedded
+# objects and Outlook attachments.)
 ARCHIVE_TYPES = frozenset({"zip", "gzip", "bzip2", "xz", "tar", "iso", "udf", "cab", "7z",
-                           "onenote"})
+                           "onenote", "ole", "rtf"})
 
 _MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
 _LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00"
@@ -151,6 +154,8 @@ def sniff(data: bytes) -> str | None:
         return "script"
     if stripped[:8] == b"REGEDIT4" or _UTF16_REGEDIT in head[:64]:
         return "registry"
+    if stripped[:4] == b"{\\rt":      # all Word needs to take a file for RTF
+        return "rtf"
     if b"<hta:application" in head[:4096].lower():
         return "hta"
     return None

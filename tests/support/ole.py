@@ -128,3 +128,27 @@ def compound_file(streams: dict[str, bytes], root_class: bytes = bytes(16)) -> b
     header += b"".join(struct.pack("<I", v) for v in difat)
     fat_bytes = b"".join(struct.pack("<I", v) for v in fat)
     return header + fat_bytes + directory + b"".join(sectors)
+
+
+def package(filename: str, data: bytes, with_size: bool = True) -> bytes:
+    """An OLE Package (MS-OLEDS 2.3.6 OLENativeStream): a file as Packager wraps it.
+
+    `with_size` True: as stored in an `\\x01Ole10Native` stream (a total size first);
+    False: as the native data of an RTF \\object of class Package."""
+    name = filename.encode("cp1252") + b"\0"
+    path = b"C:\\Users\\user\\Desktop\\" + name
+    body = (struct.pack("<H", 2) + name + path + struct.pack("<II", 0x00030000, len(path))
+            + path + struct.pack("<I", len(data)) + data)
+    return struct.pack("<I", len(body)) + body if with_size else body
+
+
+def outlook_message(attachments: dict[str, bytes]) -> bytes:
+    """An Outlook .msg file with its attachments (data and long filename streams)."""
+    streams = {"__substg1.0_0037001F": "Minutes".encode("utf-16-le"),
+               "__properties_version1.0": bytes(32)}
+    for n, (name, data) in enumerate(attachments.items()):
+        storage = f"__attach_version1.0_#{n:08X}"
+        streams[f"{storage}/__substg1.0_37010102"] = data
+        streams[f"{storage}/__substg1.0_3707001F"] = name.encode("utf-16-le")
+        streams[f"{storage}/__properties_version1.0"] = bytes(8)
+    return compound_file(streams)

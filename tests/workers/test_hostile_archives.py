@@ -22,6 +22,7 @@ from shared.contract import Verdict
 from tests.support import encrypted
 from tests.support.discs import cab_bytes, iso_image
 from tests.support.mail import EICAR, PE, multipart, part, zip_bytes
+from tests.support.ole import outlook_message
 from tests.support.scanning import REQUEST, Scan, make_config
 from tests.support.vba import docm, rtf_with_object, word97
 from tests.support.zips import local_entries, raw_zip
@@ -164,11 +165,14 @@ def _seeds() -> list[tuple[bytes, str]]:
         (encrypted.seven_zip({"a.txt": b"a" * 500}, "pw123"), "application/octet-stream"),
         (encrypted.aes_zip({"a.txt": b"q" * 100}, "pw123"), "application/zip"),
         (word97(code), "application/msword"),
+        (outlook_message({"a.txt": b"a" * 100, "b.exe": PE}), "application/vnd.ms-outlook"),
         (docm(code), "application/octet-stream"),
         (rtf_with_object(word97(code)), "application/rtf"),
         (f"<html><script>var b = new Blob([atob('{script}')]);</script></html>".encode(),
          "text/html"),
         (gzip.compress(b"x" * 1000) * 3 + zip_bytes({"z": b"z"}), "application/gzip"),
+        (zip_bytes({"a.html": f"<html><script>atob('{script}'); new Blob([]);</script>"
+                              .encode()}, method=0), "application/zip"),
     ]
 
 

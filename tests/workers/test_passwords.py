@@ -4,6 +4,7 @@ on_encrypted applies as before."""
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -132,3 +133,21 @@ def test_the_password_budget_is_for_the_whole_message() -> None:
     assert [f.verdict for f in found] == ["blocked"] * 8
     # Ten 7z tries in all (about 55 ms of CPU each), not ten per archive.
     assert seconds < 3.0, seconds
+
+
+def test_a_large_unencrypted_7z_is_listed_and_left_to_clamd() -> None:
+    archive = encrypted.seven_zip({"big.bin": bytes(3 << 20), "run.exe": b"x"})
+    msg = ParsedMessage.from_bytes(mail(archive, "a.7z"))
+    found = ArchivesScanner({"max_nested_size": 1 << 20, "max_ratio": 100_000}).scan(msg)
+    assert sorted((f.verdict, f.detail) for f in found) == [
+        ("blocked", 'denied extension .exe: "run.exe" in "a.7z"'),
+        ("clean", '7z content over 1 MiB left to clamd (names judged): "a.7z"')]
+
+
+def test_a_large_zipcrypto_archive_is_not_decrypted(tmp_path: Path) -> None:
+    archive = zipcrypto(tmp_path, {"video.bin": random.Random(2).randbytes(300_000)})
+    msg = ParsedMessage.from_bytes(mail(archive, "a.zip", f"Password: {PASSWORD}"))
+    found = ArchivesScanner({"max_zipcrypto_size": 100_000}).scan(msg)
+    assert sorted((f.verdict, f.detail) for f in found) == [
+        ("blocked", 'encrypted archive: "a.zip"'),
+        ("clean", 'ZipCrypto archive over 97 KiB not decrypted: "a.zip"')]

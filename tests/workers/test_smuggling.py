@@ -159,3 +159,19 @@ def test_an_svg_image_that_smuggles_is_caught_too(scan: Scan) -> None:
     assert v.verdict == "infected", details(v)
     plain = b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>'
     assert scan(multipart(part(plain, "image/svg+xml", "logo.svg"))).verdict == "clean"
+
+
+def test_a_smuggling_page_inside_an_archive_is_searched_too(scan: Scan) -> None:
+    infected = scan(multipart(part(zip_bytes({"invoice.html": atob_page(EICAR_ZIP)}),
+                                   "application/zip", "invoice.zip")))
+    assert infected.verdict == "infected", details(infected)
+    program = scan(multipart(part(zip_bytes({"docs/invoice.htm": split_page(PE)}),
+                                  "application/zip", "invoice.zip")))
+    assert program.verdict == "blocked"
+    assert any("denied file type pe" in d and "invoice.htm" in d for d in details(program))
+    named = scan(multipart(part(zip_bytes({"scan.html": atob_page(b"x" * 100, "scan.iso")}),
+                                "application/zip", "scan.zip")))
+    assert any('denied extension .iso: "scan.iso"' in d for d in details(named))
+    page = b"<html><body><p>Minutes of the meeting</p></body></html>"
+    assert scan(multipart(part(zip_bytes({"minutes.html": page}), "application/zip",
+                               "minutes.zip"))).verdict == "clean"

@@ -40,7 +40,16 @@ from typing import Any, ClassVar
 import pyzipper
 
 from shared.contract import Finding, ScanRequest
-from workers import budget, cabinet, discimage, passwords, sevenzip, zipfind
+from workers import (
+    budget,
+    cabinet,
+    discimage,
+    embedded,
+    passwords,
+    sevenzip,
+    smuggled,
+    zipfind,
+)
 from workers.derived import derived_part, is_derived, is_guess
 from workers.filetype import ARCHIVE_TYPES, DESCRIPTIONS, SNIFF_BYTES, sniff
 from workers.message import ParsedMessage, Part
@@ -59,6 +68,8 @@ _ONENOTE_FILE = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")
 # Office Open XML names that may carry macros (a zip inside is walked anyway).
 _OFFICE_MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm",
                             ".ppam", ".ppsm", ".sldm")
+# Archive kinds that are documents first: walked for what they embed, never a bomb.
+_DOCUMENTS = ("ole", "rtf")
 # Compressed streams: a zip signature inside one is noise, one after it is a zip.
 # (Not tar: a zip stored in a tar shows its signatures in the tar's bytes.)
 _STREAMS = ("gzip", "bzip2", "xz")
@@ -96,6 +107,7 @@ class ArchivesScanner(Scanner):
         "max_extracted_size": 64 * MiB,     # content scanned apart from its archive
         "max_passwords": 50,                # passwords tried on encrypted zips, per message
         "max_passwords_7z": 10,             # ... on 7z (each try ~55 ms of CPU), per message
+        "max_zipcrypto_size": 4 * MiB,      # ZipCrypto bytes decrypted (~2.5 MB/s of CPU)
         "on_encrypted": "blocked",
         "on_concatenated": "blocked",
         "on_limits": "unscannable",
@@ -216,36 +228,74 @@ class _Walk:
                 self.sevenzip(data, label, depth)
             elif kind == "onenote":
                 self.onenote(data, label, depth)
+            elif kind in ("ole", "rtf"):
+                self.embedded(data, kind, label, depth)
         except _Damaged as e:
             self.findings.append((self.o["on_damaged"], f"damaged archive {label}: {e}"))
 
     def content(self, head: bytes, read: Callable[[int], bytes], name: str, label: str,
-                depth: int) -> None:
-        """A member's first bytes: filetype rules, and a nested archive is walked."""
+                depth: int, hand_on: bool = True) -> None:
+        """A member's first bytes: filetype rules, and a nested archive is walked.
+
+        `hand_on` False: an Office document is not handed on to the macro check
+        (objects embedded in documents: charts are workbooks, and many of them)."""
         rule = self.rules.check_type(head)
         if rule:
             self.findings.append(("blocked", f"{rule}: {show_name(name)} in {label}"))
-        nested = archive_kind(head) is not None
+        kind = archive_kind(head)
+        nested = kind is not None
+        # Documents (OLE, RTF) are walked for their embedded files, but a large one is
+        # everyday mail, not a bomb: past the limit it is noted and left to clamd.
+        document = kind in _DOCUMENTS
         # Office documents go to the scanners after this one (macros) as parts.
         # (Not the macro project inside an Office Open XML document: that document is one.)
         lower = name.lower()
-        office = ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
-                  or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
-        if not nested and not office:
+        office = hand_on and ((sniff(head) == "ole" and not lower.endswith("vbaproject.bin"))
+                              or lower.endswith(_OFFICE_MACRO_EXTENSIONS))
+        html = not nested and smuggled.looks_like_html(name, head)
+        if not nested and not office and not html:
             return
         inner = f"{label} > {show_name(name)}"
-        if nested and depth >= self.o["max_depth"]:
+        if nested and not document and depth >= self.o["max_depth"]:
             raise _Stop(f"archives nested deeper than {self.o['max_depth']} levels: {inner}")
         limit = self.o["max_nested_size"]
         data = head + read(limit + 1 - len(head))
         if len(data) > limit:
+            if document:
+                self.notes.append(f"document larger than {limit // MiB} MiB not searched "
+                                  f"for embedded files or macros: {inner}")
+                return
             raise _Stop(f"nested {'archive' if nested else 'document'} larger than "
                         f"{limit // MiB} MiB: {inner}")
         if office:
             self.extract(data, f"x{len(self.extracted) + 1}", name, inner,
                          f"Office document in {label}")
-        if nested:
+        if html:
+            self.smuggled(data, name, inner, depth + 1)
+        if nested and not (document and depth >= self.o["max_depth"]):
             self.archive(data, inner, name, depth + 1)
+
+    def smuggled(self, html: bytes, name: str, label: str, depth: int) -> None:
+        """The files a page in an archive would build in script (workers/smuggled.py):
+        judged like members, each sent to clamd on its own."""
+        blobs, _ = smuggled.find_blobs(html, self.o["max_nested_size"])
+        names = smuggled.download_names(html)
+        for i, (how, blob) in enumerate(blobs, 1):
+            shown = names[0] if names else f"(file {i} built by {name})"
+            for n, other in enumerate(names or (shown,)):
+                self.member(other, label, counted=n == 0)
+            before = len(self.findings)
+            self.count(len(blob), label)
+            self.content(blob[:SNIFF_BYTES], io.BytesIO(blob[SNIFF_BYTES:]).read, shown,
+                         label, depth)
+            if len(blobs) > 1:
+                # One of several guesses at the script's blob: a piece is no archive.
+                for j in range(before, len(self.findings)):
+                    verdict, detail = self.findings[j]
+                    if detail.startswith("damaged archive"):
+                        self.findings[j] = ("clean", detail)
+            self.extract(blob, f"h{len(self.extracted) + 1}", shown, label,
+                         f"{how} in {label}")
 
     # --- zip ---
 
@@ -349,6 +399,14 @@ class _Walk:
         Tried on its smallest encrypted member, read in full: ZipCrypto's one check
         byte lets 1 wrong password in 256 through, the CRC at the end does not.
         """
+        slow = sum(i.compress_size for i in archive.zf.infolist()
+                   if i.flag_bits & 0x1 and i.compress_type != _WINZIP_AES)
+        if slow > self.o["max_zipcrypto_size"]:
+            # ZipCrypto is decrypted in Python, about 2.5 MB/s of CPU: more than this
+            # would spend the message's CPU budget. The archive stays encrypted to us.
+            self.notes.append(f"ZipCrypto archive over {_size(self.o['max_zipcrypto_size'])} "
+                              f"not decrypted: {label}")
+            return None
         try:
             zf = pyzipper.AESZipFile(zipfind.Window(data, archive.end))
         except _DECRYPT_ERRORS:
@@ -431,6 +489,12 @@ class _Walk:
             self.member(m.name, label)
         declared = sum(m.size for m in files)
         self.ratio(declared, len(data), label)
+        if password is None and declared > self.o["max_nested_size"]:
+            # Solid 7z has no cheap way to a member's first bytes: inflating it all would
+            # cost seconds of CPU. clamd unpacks an unencrypted 7z itself.
+            self.notes.append(f"7z content over {self.o['max_nested_size'] // MiB} MiB left "
+                              f"to clamd (names judged): {label}")
+            return
         self.count(declared, label)
         try:
             contents = sevenzip.contents(data, self.o["max_nested_size"] + 1, password)
@@ -597,6 +661,23 @@ class _Walk:
                          label, depth)
             self.extract(content, f"one{n}", "", label, f"file embedded in OneNote {label}")
             pos = data.find(_ONENOTE_FILE, start + len(content))
+
+    def embedded(self, data: bytes, kind: str, label: str, depth: int) -> None:
+        """Files embedded in a document (workers/embedded.py): packages, RTF objects,
+        Outlook attachments; judged like members. clamd reads these formats itself."""
+        room = self.o["max_members"] - self.members + 1
+        limit = self.o["max_nested_size"] + 1
+        items = (embedded.in_rtf(data, room, limit) if kind == "rtf"
+                 else embedded.in_compound_file(data, room, limit))
+        for item in items:
+            where = f"{label} ({item.how})"
+            self.member(item.name, where)
+            if len(item.data) > self.o["max_nested_size"]:
+                raise _Stop(f"embedded file larger than {self.o['max_nested_size'] // MiB} MiB: "
+                            f"{show_name(item.name)} in {label}")
+            self.count(len(item.data), label)
+            self.content(item.data[:SNIFF_BYTES], io.BytesIO(item.data[SNIFF_BYTES:]).read,
+                         item.name, where, depth, hand_on=False)
 
     # --- tar ---
 
@@ -769,11 +850,16 @@ class _Prepended:
         return self.stream.read(n)
 
 
+_WINZIP_AES = 99        # the compression method an AES-encrypted zip member declares
 # pyzipper's BadZipFile is its own class, not zipfile's; and on hostile bytes its AES
 # code fails with lookup errors too (an unknown key strength is a KeyError).
 _DECRYPT_ERRORS = (RuntimeError, zipfile.BadZipFile, pyzipper.BadZipFile, zlib.error,
                    NotImplementedError, ValueError, EOFError, OSError, lzma.LZMAError,
                    struct.error, LookupError, TypeError)
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n >= MiB else f"{n // 1024} KiB"
 
 
 def _encodings(words: list[str]) -> list[bytes]:
