@@ -96,7 +96,9 @@ def base64_readings(body: bytes) -> Iterator[Reading]:
 
 
 _QP_SOFT_BLANKS = re.compile(rb"=[ \t]+\r?(?:\n|\Z)")
-_QP_TRAILING = re.compile(rb"[ \t]+(\r?\n|\Z)")
+# Anchored at the start of a run of blanks: unanchored, a long run not at the end of
+# a line is tried from each of its blanks, at a cost of the square of its length.
+_QP_TRAILING = re.compile(rb"(?<![ \t])[ \t]+(\r?\n|\Z)")
 _QP_INVALID = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|\Z)")
 _QP_INVALID_3 = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|\Z)[^\r\n]{0,2}")
 _QP_JUNK_THEN_HEX = re.compile(rb"=[^0-9A-Fa-f\r\n]([0-9A-Fa-f]{2})")

@@ -36,6 +36,9 @@ def hostile_shapes() -> dict[str, bytes]:
         + b"\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
         "delimiter-like lines ending in long blank runs": HEADERS
         + b"Content-Type: multipart/mixed\r\n\r\n" + (b"--x" + b" " * 1500 + b"y\r\n") * 1500,
+        "quoted-printable with a soft break and a long blank run": multipart(
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"a= \r\n" + b" " * 50_000 + b"x\r\n"),
         "30,000 parameters": HEADERS + b"Content-Type: text/plain"
         + b"; a=b" * 30_000 + body,
         "blocked parts by the hundred": multipart(*[
