@@ -256,7 +256,8 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
 
 class Profiler:
     """py-spy sampling the dispatcher and the workers (with their pool processes) for the
-    timed run, idle waits left out: collapsed stacks in DIR/NAME.txt."""
+    timed run: collapsed stacks of the threads holding the GIL (Python's own CPU; waits
+    left out) in DIR/NAME.txt, and each thread's CPU time from /proc in DIR/threads.txt."""
 
     def __init__(self, directory: Path, pids: dict[str, int]) -> None:
         self.directory, self.pids = directory, pids
@@ -267,8 +268,9 @@ class Profiler:
         self.directory.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             self.procs.append(subprocess.Popen(
-                [spy, "record", "--gil", "--threads", "--nonblocking", "--subprocesses", "--format", "raw",
-                 "--rate", "200", "-o", str(self.directory / f"{name}.txt"), "--pid", str(pid)],
+                [spy, "record", "--gil", "--threads", "--nonblocking", "--subprocesses",
+                 "--format", "raw", "--rate", "200", "-o", str(self.directory / f"{name}.txt"),
+                 "--pid", str(pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)
         self.threads = self._thread_ticks()
@@ -396,17 +398,17 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
           "clamd: a one-signature test database (no official signatures here)")
     print("Shared machine: other work ran beside these runs, so msg/s and the whole-machine "
           "CPU are noisy; the CPU of each process tree is less affected.\n")
-    print(f"{'set-up':62} {'msg/s':>16} {'vs alone':>16} {'p50 s':>14} {'p99 s':>14}")
+    print(f"{'set-up':66} {'msg/s':>16} {'vs alone':>16} {'p50 s':>18} {'p99 s':>18}")
     for s in setups:
         rs = by[s.name]
         if not rs:
             continue
         ratios = [r.rate / a.rate for r, a in zip(rs, alone, strict=False)] if alone else []
         label = s.label + (" (tuned)" if s.tuned else "")
-        print(f"{label:62} {spread([r.rate for r in rs]):>16} "
+        print(f"{label:66} {spread([r.rate for r in rs]):>16} "
               f"{spread(ratios, '{:.2f}') if s.holdscan else '':>16} "
-              f"{spread([r.percentile(0.5) for r in rs], '{:.2f}'):>14} "
-              f"{spread([r.percentile(0.99) for r in rs], '{:.2f}'):>14}")
+              f"{spread([r.percentile(0.5) for r in rs], '{:.2f}'):>18} "
+              f"{spread([r.percentile(0.99) for r in rs], '{:.2f}'):>18}")
     if alone_rate:
         print("(vs alone: each round's rate over the same round's Postfix alone)")
     print("\nCPU ms per message (process trees read from /proc; 'holdscan' = dispatcher + "
@@ -417,7 +419,8 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
         rs = by[s.name]
         if not rs:
             continue
-        cells = [spread([r.ms_per_message((g,)) for r in rs], "{:.2f}") for g in GROUPS]
+        cells = [spread([r.ms_per_message((g,)) for r in rs], "{:.2f}")
+                 if any(g in r.cpu for r in rs) else "-" for g in GROUPS]
         cells.append(spread([r.ms_per_message(HOLDSCAN_GROUPS) for r in rs], "{:.2f}")
                      if s.holdscan else "-")
         cells.append(spread([1000 * r.machine / r.messages for r in rs], "{:.2f}"))
