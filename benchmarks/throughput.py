@@ -42,6 +42,7 @@ Usage: .venv/bin/python benchmarks/throughput.py [--rounds 3] [--messages 10000]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -198,8 +199,11 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         diagnose = None
         if setup.holdscan:
             clamd = stack.enter_context(ClamdServer(tcp=False, debian=setup.clamd == "debian"))
-            tables = {"postfix": {"config_directory": str(pf.config_dir)},
-                      "scanners.clamav": {"addresses": [clamd.addresses[0]]}}
+            tables: dict[str, dict[str, object]] = {
+                "postfix": {"config_directory": str(pf.config_dir)},
+                "scanners.clamav": {"addresses": [clamd.addresses[0]]}}
+            if args.batch_size:
+                tables["dispatcher"] = {"batch_size": args.batch_size}
             roots["clamd"] = [clamd.proc.pid]
             cluster = None
             if setup.local:
@@ -256,7 +260,8 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
 
 class Profiler:
     """py-spy sampling the dispatcher and the workers (with their pool processes) for the
-    timed run, idle waits left out: collapsed stacks in DIR/NAME.txt."""
+    timed run: collapsed stacks of the threads holding the GIL (Python's own CPU; waits
+    left out) in DIR/NAME.txt, and each thread's CPU time from /proc in DIR/threads.txt."""
 
     def __init__(self, directory: Path, pids: dict[str, int]) -> None:
         self.directory, self.pids = directory, pids
@@ -267,8 +272,9 @@ class Profiler:
         self.directory.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             self.procs.append(subprocess.Popen(
-                [spy, "record", "--gil", "--threads", "--nonblocking", "--subprocesses", "--format", "raw",
-                 "--rate", "200", "-o", str(self.directory / f"{name}.txt"), "--pid", str(pid)],
+                [spy, "record", "--gil", "--threads", "--nonblocking", "--subprocesses",
+                 "--format", "raw", "--rate", "200", "-o", str(self.directory / f"{name}.txt"),
+                 "--pid", str(pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)
         self.threads = self._thread_ticks()
@@ -396,17 +402,17 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
           "clamd: a one-signature test database (no official signatures here)")
     print("Shared machine: other work ran beside these runs, so msg/s and the whole-machine "
           "CPU are noisy; the CPU of each process tree is less affected.\n")
-    print(f"{'set-up':62} {'msg/s':>16} {'vs alone':>16} {'p50 s':>14} {'p99 s':>14}")
+    print(f"{'set-up':66} {'msg/s':>16} {'vs alone':>16} {'p50 s':>18} {'p99 s':>18}")
     for s in setups:
         rs = by[s.name]
         if not rs:
             continue
         ratios = [r.rate / a.rate for r, a in zip(rs, alone, strict=False)] if alone else []
         label = s.label + (" (tuned)" if s.tuned else "")
-        print(f"{label:62} {spread([r.rate for r in rs]):>16} "
+        print(f"{label:66} {spread([r.rate for r in rs]):>16} "
               f"{spread(ratios, '{:.2f}') if s.holdscan else '':>16} "
-              f"{spread([r.percentile(0.5) for r in rs], '{:.2f}'):>14} "
-              f"{spread([r.percentile(0.99) for r in rs], '{:.2f}'):>14}")
+              f"{spread([r.percentile(0.5) for r in rs], '{:.2f}'):>18} "
+              f"{spread([r.percentile(0.99) for r in rs], '{:.2f}'):>18}")
     if alone_rate:
         print("(vs alone: each round's rate over the same round's Postfix alone)")
     print("\nCPU ms per message (process trees read from /proc; 'holdscan' = dispatcher + "
@@ -417,7 +423,8 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
         rs = by[s.name]
         if not rs:
             continue
-        cells = [spread([r.ms_per_message((g,)) for r in rs], "{:.2f}") for g in GROUPS]
+        cells = [spread([r.ms_per_message((g,)) for r in rs], "{:.2f}")
+                 if any(g in r.cpu for r in rs) else "-" for g in GROUPS]
         cells.append(spread([r.ms_per_message(HOLDSCAN_GROUPS) for r in rs], "{:.2f}")
                      if s.holdscan else "-")
         cells.append(spread([1000 * r.machine / r.messages for r in rs], "{:.2f}"))
@@ -443,6 +450,14 @@ def main() -> None:
                     help="seconds without a delivery before the run says what it waits for")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", metavar="PATH", help="also write every run's figures here")
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="[dispatcher] batch_size (default: holdscan's own default)")
+    ap.add_argument("--worker-counts", metavar="N,N,...",
+                    help="instead of --setups: Postfix alone and holdscan (clamd as Debian "
+                    "ships it) with each number of worker processes, taking turns")
+    ap.add_argument("--plot", metavar="PNG",
+                    help="with --worker-counts: draw msg/s against worker processes "
+                    "(matplotlib, the `bench` extra)")
     ap.add_argument("--profile", metavar="DIR",
                     help="record the dispatcher's and workers' stacks with py-spy during each "
                     "timed run (costs CPU: not for figures)")
@@ -450,10 +465,17 @@ def main() -> None:
     if not args.explore and (args.messages < MIN_MESSAGES or args.rounds < 3):
         ap.error(f"a figure needs at least {MIN_MESSAGES} messages and 3 rounds; "
                  "--explore for a quick look")
-    try:
-        setups = [SETUPS[n] for n in args.setups.split(",")]
-    except KeyError as e:
-        ap.error(f"no set-up {e}; choose from {', '.join(SETUPS)}")
+    if args.worker_counts:
+        counts = [int(n) for n in args.worker_counts.split(",")]
+        setups = [SETUPS["alone"]] + [dataclasses.replace(
+            SETUPS["holdscan"], name=f"{n}-workers", workers=n,
+            label=f"Postfix + holdscan, {n} worker{'s' if n > 1 else ''}, clamd as Debian "
+                  "ships it") for n in counts]
+    else:
+        try:
+            setups = [SETUPS[n] for n in args.setups.split(",")]
+        except KeyError as e:
+            ap.error(f"no set-up {e}; choose from {', '.join(SETUPS)}")
     results: list[Result] = []
     for rnd in range(1, args.rounds + 1):
         for s in setups:
@@ -467,6 +489,46 @@ def main() -> None:
             if args.json:
                 write_json(args.json, results)
     report(results, args, setups)
+    if args.plot and args.worker_counts:
+        plot(args.plot, results, setups, args)
+
+
+def plot(path: str, results: list[Result], setups: list[Setup],
+         args: argparse.Namespace) -> None:
+    """msg/s against worker processes: each run as a dot, the median as a line, and Postfix
+    alone's median as a level to compare with."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: .venv/bin/pip install -e '.[bench]'")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    counts, medians = [], []
+    for s in setups:
+        rates = [r.rate for r in results if r.setup == s.name]
+        if not rates:
+            continue
+        if not s.holdscan:
+            ax.axhline(statistics.median(rates), color="grey", linestyle="--",
+                       label=f"Postfix alone (median {statistics.median(rates):.0f})")
+            continue
+        ax.scatter([s.workers] * len(rates), rates, color="tab:blue", s=12, alpha=0.6)
+        counts.append(s.workers)
+        medians.append(statistics.median(rates))
+    ax.plot(counts, medians, marker="o", color="tab:blue", label="Postfix + holdscan (median)")
+    ax.set_xlabel("worker processes (one clamd, everything on this host)")
+    ax.set_ylabel("messages per second")
+    ax.set_xticks(counts)
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{args.messages} messages of {args.size} bytes, {os.cpu_count()} cores, "
+                 f"{args.rounds} round{'s' if args.rounds > 1 else ''}, set-ups taking turns",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}")
 
 
 def write_json(path: str, results: list[Result]) -> None:

@@ -114,9 +114,14 @@ def hash_key(queue_id: str) -> str:
 def queue_path(queue_dir: str | Path, queue: str, queue_id: str,
                hashed_queues: frozenset[str] | set[str], depth: int) -> Path:
     """Where `queue_id` lives in `queue` (e.g. "incoming"), honouring hash_queue_names/_depth."""
-    # One string, one Path: this runs several times per message.
+    return Path(queue_path_str(queue_dir, queue, queue_id, hashed_queues, depth))
+
+
+def queue_path_str(queue_dir: str | Path, queue: str, queue_id: str,
+                   hashed_queues: frozenset[str] | set[str], depth: int) -> str:
+    """queue_path as a string: several lookups per message need no Path."""
     parts = [os.fspath(queue_dir), queue]
     if queue in hashed_queues:
         parts += hash_key(queue_id)[:depth]
     parts.append(queue_id)
-    return Path("/".join(parts))
+    return "/".join(parts)

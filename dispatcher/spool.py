@@ -213,7 +213,9 @@ class Spool:
 
     def message_logs(self, queue_id: str) -> list[str]:
         """Which of Postfix's per-message logs (defer, bounce, trace) this ID has."""
-        return [q for q in PER_MESSAGE_LOGS if os.path.exists(self.path(q, queue_id))]
+        s = self.settings
+        return [q for q in PER_MESSAGE_LOGS if os.path.exists(queueid.queue_path_str(
+            self.queue_dir, q, queue_id, s.hash_queue_names, s.hash_queue_depth))]
 
     def find(self, queue_id: str, queues: tuple[str, ...] = ("hold",)) -> Path | None:
         for q in queues:

@@ -104,7 +104,10 @@ class CeleryTransport:
             log.debug("could not delete content keys: %s", e)
 
     def _listen(self, on_verdicts: OnVerdicts, on_state: OnState) -> None:
-        client = self.cfg.content_store(socket_timeout=5, socket_connect_timeout=3)
+        # A read that times out drops the connection, and with it a reply Redis may already
+        # have popped for us (that message would wait for its deadline): the socket timeout
+        # stays far above BLPOP's own 1 s, so only a Redis stalled for half a minute does so.
+        client = self.cfg.content_store(socket_timeout=30, socket_connect_timeout=3)
         backoff = 0.5
         up: bool | None = None
         while not self._stop.is_set():
