@@ -9,7 +9,8 @@ Docker engine can be had at all (dockerd not startable: not root, no kernel supp
 missing program that scripts/bootstrap.sh installs is a failure.
 
 The run's files (screenshot of Flower, every container's log, dockerd's log, the timings)
-go to a directory printed at the start, under ARTIFACTS.
+go to a directory printed at the start, under test-artifacts/compose/ (or
+$HOLDSCAN_TEST_ARTIFACTS/compose/).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from typing import Any
 import pytest
 
 from holdscan.lab.docker import EngineUnavailable
+from tests.support.browser import artifacts_dir, chromium
 from tests.support.compose_stack import FLOWER_USER, ComposeStack
 from tests.support.mail import eicar_message, send, send_many, simple_message
 from tests.support.tools import require_program
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-ARTIFACTS = Path(tempfile.gettempdir()) / "holdscan-compose-tests"
 KEEP_RUNS = 5
 
 
@@ -48,11 +49,13 @@ def _say(request: pytest.FixtureRequest, line: str) -> None:
 
 
 def _artifacts_dir() -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    runs = sorted(p for p in ARTIFACTS.iterdir() if p.is_dir())
+    """A directory for this run next to the web tests' (test-artifacts/ or
+    $HOLDSCAN_TEST_ARTIFACTS); the last few runs are kept."""
+    root = artifacts_dir("compose")
+    runs = sorted(p for p in root.iterdir() if p.is_dir())
     for old in runs[:-(KEEP_RUNS - 1)]:
         shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=ARTIFACTS))
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +136,8 @@ def test_every_service_is_healthy_by_its_own_healthcheck(stack: ComposeStack) ->
     # Published ports are on loopback only, on the ports this run chose.
     for service, port, host_port in (("postfix", 25, stack.smtp_port),
                                      ("flower", 5555, stack.flower_port),
-                                     ("dispatcher", 9911, stack.metrics_port)):
+                                     ("dispatcher", 9911, stack.metrics_port),
+                                     ("web", 8025, stack.web_port)):
         out = stack.project.run("port", service, str(port)).stdout.strip()
         assert out == f"127.0.0.1:{host_port}", (service, out)
 
@@ -194,50 +198,35 @@ def test_flower_api_lists_the_workers_and_the_scan_tasks(stack: ComposeStack) ->
     assert {t["worker"] for t in done} <= {f"celery@{h}" for h in worker_hostnames(stack)}
 
 
-def test_flower_in_a_browser_shows_three_workers(stack: ComposeStack) -> None:
-    from selenium import webdriver
+def test_flower_in_a_browser_shows_three_workers(stack: ComposeStack, tmp_path: Path) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    profile = Path(tempfile.mkdtemp(prefix="holdscan-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = require_program("chromium")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,800",
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    # Given the driver's path, Selenium does not look for (or download) one itself.
-    driver = webdriver.Chrome(service=Service(require_program("chromedriver")),
-                              options=options)
-    try:
-        driver.get(f"{stack.flower_url}/workers")
-        assert not driver.find_elements(By.CSS_SELECTOR, "#workers-table"), \
+    def worker_rows(d: Any) -> list[str] | None:
+        # Flower redraws the table every few seconds: read the rows' text in one go.
+        texts = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#workers-table tbody tr")]
+        rows = [t for t in texts if "celery@" in t]
+        return rows if len(rows) >= 3 else None
+
+    with chromium(tmp_path) as driver:
+        d: Any = driver
+        d.get(f"{stack.flower_url}/workers")
+        assert not d.find_elements(By.CSS_SELECTOR, "#workers-table"), \
             "Flower showed its workers without the password"
+        # Logging in: the browser sends the basic-auth user and password from the URL.
         host = stack.flower_url.removeprefix("http://")
-        driver.get(f"http://{FLOWER_USER}:{stack.flower_password}@{host}/workers")
-
-        def worker_rows(d: Any) -> list[str] | None:
-            # Flower redraws the table every few seconds: read the rows' text in one go.
-            texts = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#workers-table tbody tr")]
-            rows = [t for t in texts if "celery@" in t]
-            return rows if len(rows) >= 3 else None
-
-        rows = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException]
+        d.get(f"http://{FLOWER_USER}:{stack.flower_password}@{host}/workers")
+        rows = WebDriverWait(d, 30, ignored_exceptions=[StaleElementReferenceException]
                              ).until(worker_rows)
         shot = stack.artifacts / "flower-workers.png"
-        driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        # A row reads "celery@ HOSTNAME Online ...", the name wrapped at its "@".
-        names = {"".join(r.split("Online")[0].split()) for r in rows}
-        assert len(rows) == 3, rows
-        assert names == {f"celery@{h}" for h in worker_hostnames(stack)}
-        assert all("Online" in r for r in rows)
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        d.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    # A row reads "celery@ HOSTNAME Online ...", the name wrapped at its "@".
+    names = {"".join(r.split("Online")[0].split()) for r in rows}
+    assert len(rows) == 3, rows
+    assert names == {f"celery@{h}" for h in worker_hostnames(stack)}
+    assert all("Online" in r for r in rows)
 
 
 def test_metrics_answer_for_prometheus(stack: ComposeStack) -> None:
