@@ -72,11 +72,14 @@ class AptSource:
     def deb822(self) -> str:
         lines = [f"Types: {' '.join(self.types)}", f"URIs: {' '.join(self.uris)}",
                  f"Suites: {' '.join(self.suites)}", f"Components: {' '.join(self.components)}"]
-        if self.signed_by:
-            key = self.signed_by.strip("\n")
-            # An inline key continues on lines that start with a space ("." for empty ones).
-            lines.append("Signed-By: " + "\n ".join(
+        key = self.signed_by.strip("\n")
+        if "\n" in key:
+            # An inline key: on the lines after the field's, each started with a space
+            # ("." for an empty one), as apt writes it.
+            lines.append("Signed-By:\n " + "\n ".join(
                 line if line.strip() else "." for line in key.splitlines()))
+        elif key:
+            lines.append(f"Signed-By: {key}")
         return "\n".join(lines) + "\n"
 
 
@@ -187,18 +190,18 @@ def mirror(sources: list[AptSource]) -> str:
 
 # -- pip's configuration -------------------------------------------------------------------
 
-def pip_config(env: dict[str, str] | None = None) -> dict[str, str]:
+def pip_config(env: dict[str, str] | None = None, etc: Path = Path("/etc/pip.conf"),
+               xdg: Path = Path("/etc/xdg/pip"), ca_dir: Path = HOST_CA_DIR
+               ) -> dict[str, str]:
     """The pip configuration files to put into the image: {path in image: text}. The host's
     /etc/pip.conf gains its PIP_* environment settings, and the system CA bundle when the
     host added certificates and pip was not told about any."""
     env = dict(os.environ) if env is None else env
     files: dict[str, str] = {}
-    xdg = Path("/etc/xdg/pip")
     for path in sorted(xdg.rglob("*")) if xdg.is_dir() else []:
         if path.is_file():
-            files[str(path)] = path.read_text()
+            files["/etc/xdg/pip/" + str(path.relative_to(xdg))] = path.read_text()
     parser = configparser.ConfigParser(interpolation=None)
-    etc = Path("/etc/pip.conf")
     if etc.is_file():
         parser.read_string(etc.read_text())
     if not parser.has_section("global"):
@@ -208,7 +211,7 @@ def pip_config(env: dict[str, str] | None = None) -> dict[str, str]:
             parser.set("global", name[4:].lower().replace("_", "-"), env[name])
     configured_cert = env.get("PIP_CERT") or any(
         parser.has_option(s, "cert") for s in parser.sections())
-    if _host_cas() and not configured_cert:
+    if _host_cas(ca_dir) and not configured_cert:
         parser.set("global", "cert", SYSTEM_BUNDLE)
     if env.get("PIP_CERT") and not parser.has_option("global", "cert"):
         # The host's variable names a file on the host; in the image it is the same bundle.
@@ -220,11 +223,11 @@ def pip_config(env: dict[str, str] | None = None) -> dict[str, str]:
     return files
 
 
-def _host_cas() -> dict[str, bytes]:
-    if not HOST_CA_DIR.is_dir():
+def _host_cas(ca_dir: Path = HOST_CA_DIR) -> dict[str, bytes]:
+    if not ca_dir.is_dir():
         return {}
-    return {str(p.relative_to(HOST_CA_DIR)): p.read_bytes()
-            for p in sorted(HOST_CA_DIR.rglob("*.crt")) if p.is_file()}
+    return {str(p.relative_to(ca_dir)): p.read_bytes()
+            for p in sorted(ca_dir.rglob("*.crt")) if p.is_file()}
 
 
 # -- the recipe and its key ---------------------------------------------------------------

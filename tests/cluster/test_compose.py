@@ -9,7 +9,8 @@ Docker engine can be had at all (dockerd not startable: not root, no kernel supp
 missing program that scripts/bootstrap.sh installs is a failure.
 
 The run's files (screenshot of Flower, every container's log, dockerd's log, the timings)
-go to a directory printed at the start, under ARTIFACTS.
+go to a directory printed at the start, under test-artifacts/compose/ (or
+$HOLDSCAN_TEST_ARTIFACTS/compose/).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import base64
 import json
 import re
 import shutil
+import smtplib
 import tempfile
 import threading
 import time
@@ -30,13 +32,13 @@ from typing import Any
 import pytest
 
 from holdscan.lab.docker import EngineUnavailable
+from tests.support.browser import artifacts_dir, chromium
 from tests.support.compose_stack import FLOWER_USER, ComposeStack
 from tests.support.mail import eicar_message, send, send_many, simple_message
 from tests.support.tools import require_program
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-ARTIFACTS = Path(tempfile.gettempdir()) / "holdscan-compose-tests"
 KEEP_RUNS = 5
 
 
@@ -47,11 +49,13 @@ def _say(request: pytest.FixtureRequest, line: str) -> None:
 
 
 def _artifacts_dir() -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    runs = sorted(p for p in ARTIFACTS.iterdir() if p.is_dir())
+    """A directory for this run next to the web tests' (test-artifacts/ or
+    $HOLDSCAN_TEST_ARTIFACTS); the last few runs are kept."""
+    root = artifacts_dir("compose")
+    runs = sorted(p for p in root.iterdir() if p.is_dir())
     for old in runs[:-(KEEP_RUNS - 1)]:
         shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=ARTIFACTS))
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +136,8 @@ def test_every_service_is_healthy_by_its_own_healthcheck(stack: ComposeStack) ->
     # Published ports are on loopback only, on the ports this run chose.
     for service, port, host_port in (("postfix", 25, stack.smtp_port),
                                      ("flower", 5555, stack.flower_port),
-                                     ("dispatcher", 9911, stack.metrics_port)):
+                                     ("dispatcher", 9911, stack.metrics_port),
+                                     ("web", 8025, stack.web_port)):
         out = stack.project.run("port", service, str(port)).stdout.strip()
         assert out == f"127.0.0.1:{host_port}", (service, out)
 
@@ -193,43 +198,35 @@ def test_flower_api_lists_the_workers_and_the_scan_tasks(stack: ComposeStack) ->
     assert {t["worker"] for t in done} <= {f"celery@{h}" for h in worker_hostnames(stack)}
 
 
-def test_flower_in_a_browser_shows_three_workers(stack: ComposeStack) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_flower_in_a_browser_shows_three_workers(stack: ComposeStack, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    profile = Path(tempfile.mkdtemp(prefix="holdscan-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = require_program("chromium")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,800",
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    # Given the driver's path, Selenium does not look for (or download) one itself.
-    driver = webdriver.Chrome(service=Service(require_program("chromedriver")),
-                              options=options)
-    try:
-        driver.get(f"{stack.flower_url}/workers")
-        assert not driver.find_elements(By.CSS_SELECTOR, "#workers-table"), \
+    def worker_rows(d: Any) -> list[str] | None:
+        # Flower redraws the table every few seconds: read the rows' text in one go.
+        texts = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#workers-table tbody tr")]
+        rows = [t for t in texts if "celery@" in t]
+        return rows if len(rows) >= 3 else None
+
+    with chromium(tmp_path) as driver:
+        d: Any = driver
+        d.get(f"{stack.flower_url}/workers")
+        assert not d.find_elements(By.CSS_SELECTOR, "#workers-table"), \
             "Flower showed its workers without the password"
+        # Logging in: the browser sends the basic-auth user and password from the URL.
         host = stack.flower_url.removeprefix("http://")
-        driver.get(f"http://{FLOWER_USER}:{stack.flower_password}@{host}/workers")
-        rows = WebDriverWait(driver, 30).until(
-            lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#workers-table tbody tr")
-                       if "celery@" in r.text] or None)
+        d.get(f"http://{FLOWER_USER}:{stack.flower_password}@{host}/workers")
+        rows = WebDriverWait(d, 30, ignored_exceptions=[StaleElementReferenceException]
+                             ).until(worker_rows)
         shot = stack.artifacts / "flower-workers.png"
-        driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        # A row reads "celery@ HOSTNAME Online ...", the name wrapped at its "@".
-        names = {"".join(r.text.split("Online")[0].split()) for r in rows}
-        assert len(rows) == 3, [r.text for r in rows]
-        assert names == {f"celery@{h}" for h in worker_hostnames(stack)}
-        assert all("Online" in r.text for r in rows)
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        d.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    # A row reads "celery@ HOSTNAME Online ...", the name wrapped at its "@".
+    names = {"".join(r.split("Online")[0].split()) for r in rows}
+    assert len(rows) == 3, rows
+    assert names == {f"celery@{h}" for h in worker_hostnames(stack)}
+    assert all("Online" in r for r in rows)
 
 
 def test_metrics_answer_for_prometheus(stack: ComposeStack) -> None:
@@ -271,43 +268,67 @@ def test_down_and_up_keep_the_quarantine_and_redis_data(stack: ComposeStack) -> 
 
 # -- scaling under load ---------------------------------------------------------------------
 
+class Stream:
+    """Clean messages sent by SMTP over a few sessions at a steady pace, counting those
+    Postfix accepted, so that a test can act while mail is still coming in."""
+
+    def __init__(self, port: int, numbers: range, sessions: int = 4, rate: float = 10.0):
+        self.port, self.numbers, self.sessions, self.rate = port, numbers, sessions, rate
+        self.sent = 0
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(numbers[i::sessions],))
+                         for i in range(sessions)]
+
+    def _run(self, numbers: range) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as s:
+                for n in numbers:
+                    s.sendmail("sender@example.test", ["rcpt@example.org"],
+                               simple_message(n, body=f"body of message {n}\r\n" * 20))
+                    with self._lock:
+                        self.sent += 1
+                    time.sleep(self.sessions / self.rate)
+        except BaseException as e:          # noqa: BLE001 - the test asserts on errors
+            self.errors.append(e)
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def wait_sent(self, n: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sent < n:
+            assert not self.errors, self.errors
+            assert time.monotonic() < deadline, f"{self.sent} of {n} messages sent"
+            time.sleep(0.2)
+
+    def join(self, timeout: float = 300) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+
 def test_scaling_under_load_delivers_every_message_once(stack: ComposeStack) -> None:
     assert stack.project is not None
     project = stack.project
-    count, start = 500, 100_000
-    wanted = {f"<msg-{n}@holdscan.test>" for n in range(start, start + count)}
+    numbers = range(100_000, 100_500)
+    wanted = {f"<msg-{n}@holdscan.test>" for n in numbers}
     quarantined_before = len(quarantine(stack))
-    errors: list[BaseException] = []
-
-    def stream() -> None:
-        try:
-            send_many(stack.smtp_port, count, start=start, threads=4)
-        except BaseException as e:          # noqa: BLE001 - reported by the test below
-            errors.append(e)
-
-    def delivered() -> int:
-        return len(wanted & set(stack.sink.message_ids()))
-
-    def when(n: int, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while delivered() < n:
-            assert not errors, errors
-            assert time.monotonic() < deadline, f"{delivered()} of {n} delivered"
-            time.sleep(0.5)
-
-    sender = threading.Thread(target=stream)
-    sender.start()
+    # About 10 messages a second: each step below happens while mail is still arriving.
+    stream = Stream(stack.smtp_port, numbers)
+    stream.start()
     try:
-        when(40)
+        stream.wait_sent(50)
         project.up(scale={"worker": 5}, services=["worker"], no_deps=True)
-        when(150)
+        stream.wait_sent(150)
         cut_task = kill_a_worker_mid_batch(stack)
-        when(250)
+        stream.wait_sent(300)
         project.run("restart", "redis")
-        when(350)
+        stream.wait_sent(400)
         project.up(scale={"worker": 1}, services=["worker"], no_deps=True)
     finally:
-        sender.join(300)
+        stream.join()
+    errors = stream.errors
     assert not errors, errors
     stack.sink.wait_for(wanted, timeout=300)
     wait_hold_empty(stack, timeout=120)

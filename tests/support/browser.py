@@ -20,10 +20,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--window-size=1280,1000"]
 
 
-def artifacts_dir() -> Path:
+def artifacts_dir(kind: str = "web") -> Path:
     """Where screenshots go: $HOLDSCAN_TEST_ARTIFACTS, else test-artifacts/ in the
-    repository (next to the log that `make test` writes there)."""
-    d = Path(os.environ.get("HOLDSCAN_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "web"
+    repository (next to the log that `make test` writes there); one folder per kind of
+    test ("web", "compose")."""
+    d = Path(os.environ.get("HOLDSCAN_TEST_ARTIFACTS", ROOT / "test-artifacts")) / kind
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 FILES = [REPO / "docker-compose.yml", REPO / "docker-compose.test.yml"]
 # Fixed, not per run: the next run finds the images and their layers in Docker's cache.
 TAG = "compose-test"
-SERVICES = ("redis", "clamd", "worker", "flower", "postfix", "dispatcher", "sink")
+# What `--profile mailhost up` starts (not the ha profile's replica and Sentinels).
+SERVICES = ("redis", "clamd", "worker", "flower", "postfix", "dispatcher", "web", "sink")
 FLOWER_USER = "admin"
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
@@ -71,6 +72,7 @@ class ComposeStack:
         self.smtp_port = free_port()
         self.flower_port = free_port()
         self.metrics_port = free_port()
+        self.web_port = free_port()
         self.flower_password = secrets.token_hex(12)
         self.redis_password = secrets.token_hex(16)
         self._sink_dir = Path(tempfile.mkdtemp(prefix="holdscan-compose-sink-"))
@@ -95,6 +97,7 @@ class ComposeStack:
             "SMTP_BIND": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
             "DISPATCHER_METRICS_BIND": "127.0.0.1",
             "DISPATCHER_METRICS_PORT": str(self.metrics_port),
+            "WEB_BIND": "127.0.0.1", "WEB_PORT": str(self.web_port),
             "POSTFIX_MYHOSTNAME": "mail.holdscan.test",
             "POSTFIX_RELAYHOST": "[sink]:25",
             # Mail sent to the published port arrives from the compose network's gateway,

@@ -515,3 +515,31 @@ def test_install_doc_uses_the_snippets_commands() -> None:
     for line in (DEPLOY / "postfix" / "holdscan_hold_checks").read_text().splitlines():
         if line and not line.startswith("#"):
             assert line in doc
+
+
+# -- docker-compose.test.yml (the compose tests' override) ---------------------------------
+
+def test_compose_test_file_builds_every_image_from_the_test_base(tmp_path: Path) -> None:
+    # Where no registry answers, nothing may be pulled: every service is built, and every
+    # build starts from the base image the tests make (tests/cluster/test_compose.py runs
+    # it for real).
+    env = tmp_path / "env"
+    shutil.copy(ENV_EXAMPLE, env)
+    p = subprocess.run(
+        [require_program("docker-compose"), "--env-file", str(env), "-f", str(COMPOSE),
+         "-f", str(REPO / "docker-compose.test.yml"), "--profile", "mailhost", "config"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOLDSCAN_TEST_BASE": "holdscan-test-base:x",
+             "HOLDSCAN_TEST_SINK_DIR": str(tmp_path)}, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    services = yaml.safe_load(p.stdout)["services"]
+    built = {svc["image"] for svc in services.values() if "build" in svc}
+    for name, svc in services.items():
+        assert svc["image"] in built, f"{name}: {svc['image']} would be pulled"
+        if "build" in svc:
+            assert svc["build"]["args"]["BASE_IMAGE"] == "holdscan-test-base:x", name
+            assert svc["build"]["network"] == "host", name
+        assert svc["dns"] == ["127.0.0.1"], name
+        for port in svc.get("ports", []):
+            # docker-compose 1.29 prints "HOST_IP:HOST_PORT:CONTAINER_PORT/tcp".
+            assert str(port).startswith("127.0.0.1:"), (name, port)
