@@ -7,7 +7,7 @@ without "=" in Content-Type 21 s, in Content-Disposition 11 s; a name of 40,000
 blanks 6.5 s; "begin 644 x" and 40,000 blanks 9.9 s; a quote then 100,000 ";"
 9.7 s; 400 blocked parts 1.9 s (strip.locate decoded every part again for each);
 1,500 delimiter-like lines of 1,500 blanks 1.8 s; a quoted-printable soft break then
-a 50,000-blank run 21 s (a reading added in this work, fixed before it was merged).
+a 50,000-blank run 21 s (a reading this work added; fixed on the branch).
 Linear code reads each in milliseconds; the bounds below are generous.
 """
 
