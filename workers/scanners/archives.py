@@ -145,6 +145,14 @@ class ArchivesScanner(Scanner):
             if is_guess(part):
                 # One of several guesses at a script's blob: a piece is no archive.
                 new = [("clean" if d.startswith("damaged archive") else a, d) for a, d in new]
+            if any(d.startswith("damaged archive") for _, d in new) and any(
+                    _opens(p.payload) for p in msg.readings_of(part) if p is not part):
+                # One decoder's reading of a part that another decoder reads as a
+                # sound archive: to a client with that decoder it is a broken file,
+                # not a hidden one (its bytes still go to clamd as a stream of their own).
+                del walk.findings[before:]
+                del walk.extracted[extracted:]
+                continue
             new += [("clean", note) for note in walk.notes[notes:]]
             # A derived part is no piece of the raw message: there is nothing to pin.
             paths = [] if is_derived(part) or not new else locate(msg.raw, part.payload)
@@ -154,6 +162,16 @@ class ArchivesScanner(Scanner):
             found += [derived_part(part, suffix, data, name, how)
                       for suffix, name, data, how in walk.extracted[extracted:]]
         return ScanResult(list(dict.fromkeys(findings)), derived=found)
+
+
+def _opens(data: bytes) -> bool:
+    """A zip whose directory opens (nothing decompressed: a bomb costs nothing here)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return bool(zf.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError,
+            EOFError, OSError, IndexError):
+        return False
 
 
 class _Walk:
