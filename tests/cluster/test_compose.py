@@ -43,8 +43,15 @@ KEEP_RUNS = 5
 
 
 def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """A line in the test log itself, past pytest's output capture."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(line)
 
 
