@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.browser import chromium, screenshot
@@ -34,6 +35,14 @@ def login(driver, site) -> None:
     WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "who"))
 
 
+def follow(driver, element) -> None:
+    """Click something that loads a new page, and wait until the old page is gone: what
+    is looked up right after a click must come from the new page."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(EC.staleness_of(old))
+
+
 def wait_outcomes(driver) -> list[str]:
     """The outcomes on the requests page, once none is waiting any more."""
     def settled(d) -> list[str] | None:
@@ -53,11 +62,11 @@ def test_admin_filters_opens_releases_once_and_deletes(site, browser):
     assert d.find_element(By.ID, "who").text == ADMIN
     # filter by subject and verdict
     d.find_element(By.ID, "q").send_keys("quarterly")
-    d.find_element(By.ID, "filter").click()
+    follow(d, d.find_element(By.ID, "filter"))
     rows = d.find_elements(By.CSS_SELECTOR, "tr.entry")
     assert [r.get_attribute("data-id") for r in rows] == [site.entries["report"]]
     screenshot(d, "01-filtered")
-    rows[0].find_element(By.CSS_SELECTOR, "td.subject a").click()
+    follow(d, rows[0].find_element(By.CSS_SELECTOR, "td.subject a"))
     assert d.find_element(By.ID, "verdict").text == "spam"
     assert "hello" in d.find_element(By.ID, "preview").text
     screenshot(d, "02-detail")
