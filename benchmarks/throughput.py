@@ -230,8 +230,10 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
             tables: dict[str, dict[str, object]] = {
                 "postfix": {"config_directory": str(pf.config_dir)},
                 "scanners.clamav": {"addresses": [clamd.addresses[0]]}}
-            if args.batch_size:
-                tables["dispatcher"] = {"batch_size": args.batch_size}
+            dispatcher = {k: v for k, v in (("batch_size", args.batch_size),
+                                             ("batch_wait", args.batch_wait)) if v}
+            if dispatcher:
+                tables["dispatcher"] = dispatcher
             roots["clamd"] = [clamd.proc.pid]
             cluster = None
             if setup.local:
@@ -481,6 +483,8 @@ def main() -> None:
                     "e.g. half of holdscan's msg/s) instead of as fast as possible")
     ap.add_argument("--batch-size", type=int, default=0,
                     help="[dispatcher] batch_size (default: holdscan's own default)")
+    ap.add_argument("--batch-wait", type=float, default=0,
+                    help="[dispatcher] batch_wait in seconds (default: holdscan's own default)")
     ap.add_argument("--worker-counts", metavar="N,N,...",
                     help="instead of --setups: Postfix alone and holdscan (clamd as Debian "
                     "ships it) with each number of worker processes, taking turns")
