@@ -36,7 +36,8 @@ waiting (hold, in flight, the Celery queue, the reply list) and, with py-spy
 installed, the dispatcher's and workers' stacks.
 
 Usage: .venv/bin/python benchmarks/throughput.py [--rounds 3] [--messages 10000]
-           [--setups alone,holdscan,tmpfs] [--json results.json]
+           [--setups alone,holdscan,tmpfs] [--json results.json] [--rate MSG_PER_S]
+           [--worker-counts 1,2,3 --plot workers.png] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -153,11 +154,38 @@ def smtp_sink(port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def smtp_source(port: int, messages: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["smtp-source", "-s", str(args.sessions), "-m", str(messages),
-                             "-l", str(args.size), "-f", "bench@example.test",
-                             "-t", "sink@example.test", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL)
+def smtp_source(port: int, messages: int, args: argparse.Namespace,
+                sessions: int = 0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["smtp-source", "-s", str(sessions or args.sessions),
+                             "-m", str(messages), "-l", str(args.size),
+                             "-f", "bench@example.test", "-t", "sink@example.test",
+                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
+
+
+def send_all(port: int, args: argparse.Namespace) -> float:
+    """Send the timed run's messages: as fast as smtp-source can, or with --rate at that
+    many per second (a batch every 0.1 s). Returns the load's CPU seconds."""
+    if not args.rate:
+        batches = [args.messages]
+    else:
+        per_tick = max(1, round(args.rate / 10))
+        batches = [per_tick] * (args.messages // per_tick)
+        if args.messages % per_tick:
+            batches.append(args.messages % per_tick)
+    start, sent, procs = time.monotonic(), 0, []
+    for n in batches:
+        procs.append(smtp_source(port, n, args, min(n, args.sessions)))
+        sent += n
+        if args.rate:
+            time.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
+    used = 0.0
+    for proc in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"smtp-source exited with {proc.returncode}")
+        used += usage.ru_utime + usage.ru_stime
+    return used
 
 
 def wait_delivered(log: MailLog, count: int, timeout: float, stall: float,
@@ -202,8 +230,10 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
             tables: dict[str, dict[str, object]] = {
                 "postfix": {"config_directory": str(pf.config_dir)},
                 "scanners.clamav": {"addresses": [clamd.addresses[0]]}}
-            if args.batch_size:
-                tables["dispatcher"] = {"batch_size": args.batch_size}
+            dispatcher = {k: v for k, v in (("batch_size", args.batch_size),
+                                             ("batch_wait", args.batch_wait)) if v}
+            if dispatcher:
+                tables["dispatcher"] = dispatcher
             roots["clamd"] = [clamd.proc.pid]
             cluster = None
             if setup.local:
@@ -237,18 +267,14 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         before = {g: cpu.tree_seconds(r, procs) for g, r in roots.items()}
         machine_before = cpu.machine_seconds()
         start = time.monotonic()
-        load = smtp_source(pf.port, args.messages, args)
-        _, status, usage = os.wait4(load.pid, 0)
-        load.returncode = os.waitstatus_to_exitcode(status)
+        load_cpu = send_all(pf.port, args)
         accepted = time.monotonic() - start
-        if load.returncode != 0:
-            raise RuntimeError(f"smtp-source exited with {load.returncode}")
         gap = wait_delivered(log, args.warmup + args.messages, args.timeout, args.stall,
                              diagnose)
         seconds = time.monotonic() - start
         procs = cpu.processes()
         used = {g: cpu.tree_seconds(r, procs) - before[g] for g, r in roots.items()}
-        used["load"] += usage.ru_utime + usage.ru_stime
+        used["load"] += load_cpu
         machine = cpu.machine_seconds() - machine_before
         time.sleep(1)
         if log.poll() != args.warmup + args.messages:
@@ -393,6 +419,8 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
     by = {s.name: [r for r in results if r.setup == s.name] for s in setups}
     alone = by.get("alone", [])
     alone_rate = statistics.median(r.rate for r in alone) if alone else 0.0
+    if args.rate:
+        print(f"\nload paced at {args.rate:g} messages per second")
     print(f"\n{args.messages} messages of {args.size} bytes per timed run, after "
           f"{args.warmup} to warm up; {args.sessions} SMTP sessions; {args.rounds} rounds, "
           "set-ups interleaved; median [lowest-highest]")
@@ -450,8 +478,13 @@ def main() -> None:
                     help="seconds without a delivery before the run says what it waits for")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", metavar="PATH", help="also write every run's figures here")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="send at this many messages per second (for latency below the peak, "
+                    "e.g. half of holdscan's msg/s) instead of as fast as possible")
     ap.add_argument("--batch-size", type=int, default=0,
                     help="[dispatcher] batch_size (default: holdscan's own default)")
+    ap.add_argument("--batch-wait", type=float, default=0,
+                    help="[dispatcher] batch_wait in seconds (default: holdscan's own default)")
     ap.add_argument("--worker-counts", metavar="N,N,...",
                     help="instead of --setups: Postfix alone and holdscan (clamd as Debian "
                     "ships it) with each number of worker processes, taking turns")
