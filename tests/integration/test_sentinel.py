@@ -59,12 +59,13 @@ def test_master_killed_mid_run_a_replica_takes_over(postfix, sink, cluster, clam
     # Both the Celery broker and the content store lost the master and found the new one.
     log = c.logs("dispatcher")
     assert "content store is back" in log and "broker is back" in log, log[-3000:]
-    # Blocking pops are never replicated, so any on the new master came from clients
-    # after the failover: BLPOP from the dispatcher's verdict listener (the content
-    # store), BRPOP from the workers' Celery consumers (the broker).
+    # Blocking pops are replicated as plain ones, so a BLPOP on the new master came from
+    # the dispatcher's verdict listener (the content store) after the failover. The
+    # workers' side is shown by the 30 messages sent after the kill: their tasks could
+    # only go through the new master. (Which command kombu fetches them with, BRPOP or
+    # RPOP, is kombu's business, and varies after a reconnect.)
     stats = group.server(new).client().info("commandstats")
     assert stats.get("cmdstat_blpop", {}).get("calls", 0) > 0, stats
-    assert stats.get("cmdstat_brpop", {}).get("calls", 0) > 0, stats
 
 
 def test_check_reports_each_sentinel_setting(sentinel_group):
