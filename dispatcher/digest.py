@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import subprocess
 import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
 from dispatcher import durable
+from dispatcher.notify import NotifyError, sendmail
 from dispatcher.quarantine import entries, format_time
 from dispatcher.spool import Spool
 from shared.config import Config
@@ -32,10 +32,6 @@ log = logging.getLogger("holdscan.dispatcher")
 
 DAY = 86400.0
 MAX_LISTED = 200            # entries in one recipient's digest
-
-
-class DigestError(RuntimeError):
-    pass
 
 
 class Digest:
@@ -61,7 +57,7 @@ class Digest:
             return
         try:
             sent = self.send(since=last or now - DAY, now=now)
-        except (OSError, DigestError) as e:
+        except (OSError, NotifyError) as e:
             event(log, logging.ERROR, "digest not sent; tried again in a minute", error=str(e))
             return
         durable.write_file(self.state, json.dumps({"last": now}).encode(), mode=0o600)
@@ -89,7 +85,8 @@ class Digest:
         key = self.paths.key.read_bytes()
         per_recipient = self.collect(since)
         for recipient, listed in sorted(per_recipient.items()):
-            self._sendmail(recipient, self.build(key, recipient, listed, now))
+            sendmail(self.cfg.notify.sendmail, str(self.spool.settings.config_directory or ""),
+                     recipient, self.build(key, recipient, listed, now))
         return len(per_recipient)
 
     def build(self, key: bytes, recipient: str, listed: list[dict[str, Any]],
@@ -122,23 +119,10 @@ class Digest:
         msg.set_content("\n".join(lines) + "\n", charset="utf-8", cte="8bit")
         return msg.as_bytes()
 
-    def _sendmail(self, recipient: str, data: bytes) -> None:
-        argv = [self.cfg.notify.sendmail]
-        if self.spool.settings.config_directory:
-            argv += ["-C", str(self.spool.settings.config_directory)]
-        argv += ["-f", "<>", "-i", "--", recipient]
-        try:
-            p = subprocess.run(argv, input=data, capture_output=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise DigestError(f"{argv[0]}: {e}") from None
-        if p.returncode != 0:
-            raise DigestError(f"{' '.join(argv)} exited {p.returncode}: "
-                              f"{p.stderr.decode(errors='replace').strip()[:300]}")
-
 
 def _line(value: Any) -> str:
     """One line of the digest: the message's own text cannot start another."""
     return " ".join(str(value).split())[:200]
 
 
-__all__ = ["Digest", "DigestError"]
+__all__ = ["Digest"]

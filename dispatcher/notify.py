@@ -109,6 +109,22 @@ class NotifyError(RuntimeError):
     """A notice could not be handed to Postfix."""
 
 
+def sendmail(program: str, postfix_config_directory: str, recipient: str, data: bytes) -> None:
+    """Hand one message from the null sender to Postfix's sendmail (the notices and the
+    web's digests): it enters by the pickup service, so it is neither held nor scanned."""
+    argv = [program]
+    if postfix_config_directory:
+        argv += ["-C", postfix_config_directory]
+    argv += ["-f", "<>", "-i", "--", recipient]
+    try:
+        p = subprocess.run(argv, input=data, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NotifyError(f"{argv[0]}: {e}") from None
+    if p.returncode != 0:
+        raise NotifyError(f"{' '.join(argv)} exited {p.returncode}: "
+                          f"{p.stderr.decode(errors='replace').strip()[:300]}")
+
+
 @dataclass(frozen=True)
 class Notice:
     """One stopped message, and who is to hear about it."""
@@ -299,18 +315,8 @@ class Notifier:
                         address, fields.get("queue_id", ""), self.cfg.rate_limit,
                         self.limit.path)
             return False
-        data = self.build(address, template, fields)
-        argv = [self.cfg.sendmail]
-        if self.postfix_config_directory:
-            argv += ["-C", self.postfix_config_directory]
-        argv += ["-f", "<>", "-i", "--", address]
-        try:
-            p = subprocess.run(argv, input=data, capture_output=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise NotifyError(f"{argv[0]}: {e}") from None
-        if p.returncode != 0:
-            raise NotifyError(f"{' '.join(argv)} exited {p.returncode}: "
-                              f"{p.stderr.decode(errors='replace').strip()[:300]}")
+        sendmail(self.cfg.sendmail, self.postfix_config_directory, address,
+                 self.build(address, template, fields))
         log.info("notice sent to %s about %s (%s)", address, fields.get("queue_id", ""),
                  fields.get("outcome", ""))
         return True

@@ -23,24 +23,12 @@ from dispatcher.queuefile import (
     read,
     serialize,
 )
+from tests.support.records import rec
 
 C_LEN = 97          # 'C', one length byte, 6 x "%15ld" and 5 blanks
 
 
 # -- a tiny, independent queue-file builder -------------------------------------------------------
-
-def length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def rec(t: bytes, data: bytes = b"") -> bytes:
-    return t + length(len(data)) + data
-
 
 def ptr(target: int) -> bytes:
     return rec(b"p", b"%15d" % target)

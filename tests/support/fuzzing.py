@@ -19,6 +19,7 @@ import random
 from tests.support.hostile_mail import charset_cases
 from tests.support.innocent_mail import innocent_corpus
 from tests.support.reading_cases import flat_cases
+from tests.support.records import rec
 
 __all__ = ["seeds", "mutate", "queue_file", "mutate_queue_file"]
 
@@ -68,34 +69,21 @@ def mutate(rnd: random.Random, raw: bytes, others: list[bytes] | None = None) ->
 
 # -- queue files ---------------------------------------------------------------------------
 
-def _length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _rec(t: bytes, data: bytes = b"") -> bytes:
-    return t + _length(len(data)) + data
-
-
 def queue_file(message: bytes, limit: int = 2048) -> bytes:
     """A straight queue file as Postfix's cleanup writes one, carrying `message`."""
-    env = b"".join([_rec(b"T", b"1700000000 123456"), _rec(b"A", b"create_time=1700000001"),
-                    _rec(b"S", b"sender@example.test"), _rec(b"O", b"rcpt@example.test"),
-                    _rec(b"R", b"rcpt@example.test")])
+    env = b"".join([rec(b"T", b"1700000000 123456"), rec(b"A", b"create_time=1700000001"),
+                    rec(b"S", b"sender@example.test"), rec(b"O", b"rcpt@example.test"),
+                    rec(b"R", b"rcpt@example.test")])
     body = bytearray()
     for line in message.replace(b"\r\n", b"\n").split(b"\n"):
         while len(line) > limit:
-            body += _rec(b"L", line[:limit])
+            body += rec(b"L", line[:limit])
             line = line[limit:]
-        body += _rec(b"N", line)
+        body += rec(b"N", line)
     c_len = 2 + 16 * 6 - 1
     fields = [len(body), c_len + len(env) + 2, 1, 0, len(body), 0]
-    c = _rec(b"C", " ".join(f"{v:15d}" for v in fields).encode())
-    return c + env + _rec(b"M") + bytes(body) + _rec(b"X") + _rec(b"E")
+    c = rec(b"C", " ".join(f"{v:15d}" for v in fields).encode())
+    return c + env + rec(b"M") + bytes(body) + rec(b"X") + rec(b"E")
 
 
 def mutate_queue_file(rnd: random.Random, data: bytes) -> bytes:
