@@ -5,21 +5,13 @@ cover each class with more cases)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.support.content_cases import content_cases
-from tests.support.mail import send
+from tests.support.mail import send, with_id
 from tests.support.spool import assert_exactly_once, assert_spool_clean, quarantined
 
 pytestmark = [pytest.mark.postfix, pytest.mark.clamd, pytest.mark.redis]
-
-
-def with_id(raw: bytes, message_id: str) -> bytes:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    head = re.sub(rb"(?im)^message-id:.*$", b"Message-ID: " + message_id.encode(), head)
-    return head + sep + body
 
 
 def test_stopped_cases_quarantined_twins_delivered(postfix, sink, cluster):

@@ -8,12 +8,10 @@ of them one by one, this test that a verdict on them is carried out as it should
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.support.innocent_mail import innocent_corpus
-from tests.support.mail import send
+from tests.support.mail import send, with_id
 from tests.support.reading_cases import flat_cases
 from tests.support.spool import assert_exactly_once, assert_spool_clean, quarantined
 
@@ -27,12 +25,6 @@ INNOCENT = ["boundary that never occurs", "multipart without a boundary paramete
             "mailing-list digest", "footer part appended after the closing boundary"]
 HIDDEN = ["yEnc: =ybegin block in a text body", "base64 read differently: padded pieces",
           "structure: outer boundary inside an inner base64 body"]
-
-
-def with_id(raw: bytes, message_id: str) -> bytes:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    head = re.sub(rb"(?im)^message-id:.*$", b"Message-ID: " + message_id.encode(), head)
-    return head + sep + body
 
 
 def test_innocent_quirks_delivered_hidden_payloads_quarantined(postfix, sink, cluster):

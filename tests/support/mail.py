@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import smtplib
 import struct
 import tarfile
@@ -92,6 +93,13 @@ HEADERS = (b"Received: from mx.example.test by hold.example.test;\r\n"
 
 # A minimal but real PE header: "MZ", e_lfanew -> "PE\0\0".
 PE = b"MZ" + b"\x90\x00" * 29 + struct.pack("<I", 64) + b"PE\0\0" + b"\x4c\x01" + b"\0" * 200
+
+
+def with_id(raw: bytes, message_id: str) -> bytes:
+    """`raw` with its Message-ID replaced: how a test tells its deliveries apart."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    head = re.sub(rb"(?im)^message-id:.*$", b"Message-ID: " + message_id.encode(), head)
+    return head + sep + body
 
 
 def b64(data: bytes) -> bytes:
