@@ -368,17 +368,20 @@ class Bench:
 
 # -- the report ----------------------------------------------------------------------------------
 def spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
     med = statistics.median(values)
     if len(values) == 1:
         return fmt.format(med)
     return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
-def report(results: list[Result], args: argparse.Namespace) -> None:
+def report(results: list[Result], args: argparse.Namespace, load_before: float) -> None:
     print(f"\n{args.rounds} rounds, passes taking turns; median [lowest-highest]; "
           f"about {args.megabytes} MB of mail per timed pass; {WORKERS} workers (one process "
           f"each), {WORKERS} concurrent clamd clients for clamd alone")
-    print(f"machine: {machine_line()}")
+    print(f"machine: {machine_line().split(', load average')[0]}, load average "
+          f"{load_before:.2f} before the runs, {os.getloadavg()[0]:.2f} after")
     print(f"software: {versions()}")
     print("clamd as Debian ships it (temporary files in /tmp, cache on), a one-signature test "
           "database; shared machine: msg/s is noisy, CPU per process tree less so.\n")
@@ -425,6 +428,7 @@ def main() -> int:
     if not set(args.kinds) <= {"pdf", "zip"} or not set(args.passes) <= {
             "clamd", "engine", "holdscan"}:
         ap.error("--kinds from pdf,zip; --passes from clamd,engine,holdscan")
+    load_before = os.getloadavg()[0]
     base = Path(tempfile.mkdtemp(prefix="holdscan-large-"))
     os.chmod(base, 0o755)
     made = Messages()
@@ -461,7 +465,7 @@ def main() -> int:
                         if args.json:
                             Path(args.json).write_text(json.dumps(
                                 [asdict(x) for x in results], indent=1))
-    report(results, args)
+    report(results, args, load_before)
     return 0
 
 
