@@ -28,7 +28,7 @@ pass) before its first timed pass; the passes take turns (clamd, engine, holdsca
 clamd, ...) over 3 rounds; figures are the median [lowest-highest]. CPU per message is
 read from /proc for each process tree, as benchmarks/throughput.py does.
 
-Usage: .venv/bin/python benchmarks/large_mail.py [--rounds 3] [--megabytes 120]
+Usage: .venv/bin/python benchmarks/large_mail.py [--rounds 3] [--megabytes 80]
            [--sizes 1,10] [--kinds pdf,zip] [--passes clamd,engine,holdscan]
            [--profile DIR] [--json FILE]
 """
@@ -410,8 +410,8 @@ def report(results: list[Result], args: argparse.Namespace, load_before: float) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--megabytes", type=int, default=120,
-                    help="mail per timed pass (120: 120 messages of 1 MB, 12 of 10 MB)")
+    ap.add_argument("--megabytes", type=int, default=80,
+                    help="mail per timed pass (80: 80 messages of 1 MB, 8 of 10 MB)")
     ap.add_argument("--sizes", default="1,10", help="message sizes in MB")
     ap.add_argument("--kinds", default="pdf,zip")
     ap.add_argument("--passes", default="clamd,engine,holdscan",
