@@ -21,7 +21,7 @@ from holdscan.lab.clamd import DETECTED_AS, ClamdServer, available
 from holdscan.lab.redis import RedisServer
 from shared.config import HeadersConfig
 from shared.contract import Verdict
-from tests.support.mail import EICAR, attachment_message, zip_bytes
+from tests.support.mail import EICAR, attachment_message, b64, multipart, part, zip_bytes
 from tests.support.scanning import REQUEST, clamd_bytes_read, make_config
 from tests.support.tools import require
 from workers.engine import scan_message
@@ -136,6 +136,22 @@ def test_new_signature_after_flush_is_applied(own_clamd, redis_url):
         db.unlink()
         clamd_command(own_clamd, b"RELOAD")
         wait_for_signature(own_clamd, attachment, present=False)
+
+
+def test_text_and_irregular_mail_go_to_clamd_whole(own_clamd, redis_url, store):
+    encoded = b64(ATTACHMENT)
+    junk = encoded[:60_000] + b"!*junk*!\r\n" + encoded[60_000:]
+    html = b"<html><body>" + b"<p>news of the week</p>\r\n" * 2000 + b"</body></html>"
+    scanners = scanners_with_cache(own_clamd, redis_url)
+    for raw in (multipart(part(html, "text/html", encoding="7bit")),
+                multipart(part(b"see attached\r\n", "text/plain", encoding="7bit"),
+                          # Raw base64 with junk inside: the readings differ in where
+                          # it ends, so it is a suspect part.
+                          part(junk, name="a.bin", encoding="7bit").replace(
+                              b"Transfer-Encoding: 7bit", b"Transfer-Encoding: base64"))):
+        assert scan(raw, scanners).verdict == "clean"
+    assert (cache_of(scanners).hits, cache_of(scanners).misses) == (0, 0)
+    assert store.client().keys("holdscan:vcache:*") == []
 
 
 def test_key_names_clamd_version_and_configuration(own_clamd, redis_url, store):

@@ -10,11 +10,12 @@ too, each as its own stream. Ordinary mail has no such parts: one INSTREAM.
 
 With the verdict cache on (`cache_ttl` > 0, workers/verdictcache.py), a
 message whose readings all agree and that has decoded leaves of at least
-`cache_min_size` bytes goes to clamd in pieces: each such leaf's decoded
+`cache_min_size` bytes, other than text, goes to clamd in pieces: each such leaf's decoded
 content as a stream of its own (unless the cache already holds clamd's answer
 about exactly those bytes), and the message as a skeleton, its raw bytes with
 those leaves' bodies left out, so that clamd still reads the headers, the MIME
-structure and every small part of every message. A leaf found infected this way
+structure, every text and every small part of every message (clamd checks the
+links in HTML for phishing only in mail it reads as mail). A leaf found infected this way
 is a finding about that part. Mail with no large leaf, and mail whose readings
 disagree (suspect parts, problems, anything undecidable), goes as before: the
 whole raw message plus the suspect parts. What is lost against the whole
@@ -120,7 +121,7 @@ class ClamavScanner(Scanner):
             leaves = mimeparts.leaves(msg.raw)
         except mimeparts.StripError:
             return None
-        decoded = {p.digest for p in msg.parts}
+        decoded = {p.digest: p for p in msg.parts}
         pieces = _Pieces(b"", {}, {})
         cuts = []
         for leaf in leaves:
@@ -128,10 +129,15 @@ class ClamavScanner(Scanner):
             if data is None or len(data) < min_size:
                 continue
             digest = hashlib.sha256(data).digest()
-            if digest not in decoded:
+            part = decoded.get(digest)
+            if part is None:
                 # The plain reading (part paths, the skeleton's cuts) decoded something
                 # the scanning readings did not: not a message to take apart.
                 return None
+            if any(t.startswith("text/") for t in (leaf.content_type, *part.declared_types)):
+                # Text stays in the message: clamd checks the links in a mail's HTML
+                # (PhishingScanURLs) only when it reads them as part of a mail.
+                continue
             cuts.append((leaf.body_start, leaf.end))
             pieces.payloads[digest] = data
             pieces.paths.setdefault(digest, []).append(leaf.path)
