@@ -275,9 +275,12 @@ class ClamdPool:
         each on a connection of its own."""
         out = []
         for address in self.addresses:
+            if self._down_until.get(address, 0.0) > time.monotonic():
+                continue        # known to be down: not one connect timeout per refresh
             try:
                 conn = Connection(address, self.timeout, self.connect_timeout, session=False)
             except ClamdUnavailable:
+                self._down_until[address] = time.monotonic() + self.retry_after
                 continue
             try:
                 out.append(conn.command(b"VERSION"))
