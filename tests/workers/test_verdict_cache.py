@@ -189,6 +189,16 @@ def test_without_redis_verdicts_are_right(own_clamd, url, tmp_path):
                 == [DETECTED_AS]
 
 
+def test_flush_without_redis_says_what_to_check():
+    out = subprocess.run([sys.executable, "-m", "holdscan.cli", "cache", "flush", "--broker",
+                          "redis://:secret@127.0.0.1:1/0"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("holdscan: cannot reach the content store")
+    assert "broker.content_url" in lines[0] and "secret" not in lines[0]
+
+
 def test_short_version():
     assert short_version("ClamAV 1.4.6/27185/Mon Dec  1 09:24:02 2026") == "1.4.6/27185"
     assert short_version("ClamAV 1.4.6") == "1.4.6"
