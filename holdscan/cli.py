@@ -123,6 +123,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- cache ------------------------------------------------------------------------------------
+def cmd_cache_flush(args: argparse.Namespace) -> int:
+    import redis
+
+    from workers import verdictcache
+    cfg = _load(args)
+    try:
+        generation = verdictcache.flush(cfg.content_store(socket_timeout=10,
+                                                          socket_connect_timeout=5))
+    except redis.RedisError as e:
+        raise UsageError(f"cannot reach the content store: {e}; check broker.content_url "
+                         "(or broker.url, HOLDSCAN_BROKER) and that its Redis runs") from None
+    print(f"verdict cache flushed (generation {generation}); workers stop using the old "
+          "entries within [scanners.clamav] cache_refresh seconds")
+    return 0
+
+
 # -- status -----------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
     from dispatcher.status import StatusFile
@@ -492,6 +509,14 @@ def parser() -> argparse.ArgumentParser:
                    "host name)")
     p.add_argument("--log-level", default="INFO", metavar="LEVEL", help=LOG_HELP)
     p.set_defaults(func=cmd_worker)
+
+    q = sub.add_parser("cache", help="the workers' verdict cache").add_subparsers(
+        dest="cache_command", required=True)
+    p = q.add_parser("flush", help="forget every cached clamd answer (after local signatures "
+                     "or clamd.conf changed)")
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--broker", metavar="URL", help=BROKER_HELP)
+    p.set_defaults(func=cmd_cache_flush)
 
     p = sub.add_parser("status", help="hold depth, in flight, workers seen, last errors")
     _common(p)

@@ -218,6 +218,14 @@ class Connection:
                 reply = SIZE_LIMIT_REPLY
         return reply
 
+    def command(self, name: bytes) -> str:
+        """A command that sends no data (VERSION, PING) on a connection of its own."""
+        try:
+            self.sock.sendall(b"z" + name + b"\0")
+        except OSError as e:
+            raise ClamdUnavailable(f"{self.address}: {e.strerror or e}") from None
+        return self._read_reply()
+
     def _read_reply(self) -> str:
         while b"\0" not in self._buffer:
             try:
@@ -258,6 +266,29 @@ class ClamdPool:
         self._no_fildes: set[Address] = set()
         self._memfd = -1
         self._memfd_pid = 0
+        # Failed addresses and stale sessions replaced: clamd may have restarted, with
+        # other signatures (workers/verdictcache.py reads the versions again).
+        self.reconnects = 0
+
+    def versions(self) -> list[str]:
+        """The VERSION reply of every clamd that answers ("ClamAV 1.4.6/27185/date"),
+        each on a connection of its own."""
+        out = []
+        for address in self.addresses:
+            if self._down_until.get(address, 0.0) > time.monotonic():
+                continue        # known to be down: not one connect timeout per refresh
+            try:
+                conn = Connection(address, self.timeout, self.connect_timeout, session=False)
+            except ClamdUnavailable:
+                self._down_until[address] = time.monotonic() + self.retry_after
+                continue
+            try:
+                out.append(conn.command(b"VERSION"))
+            except ClamdUnavailable as e:
+                log.info("no VERSION from clamd at %s: %s", address, e)
+            finally:
+                conn.close()
+        return out
 
     def _order(self) -> list[Address]:
         n = len(self.addresses)
@@ -281,6 +312,7 @@ class ClamdPool:
             except ClamdUnavailable as e:
                 failures.append(str(e))
                 self._down_until[address] = time.monotonic() + self.retry_after
+                self.reconnects += 1
                 continue
             self._down_until.pop(address, None)
             return parse_reply(reply)
@@ -332,7 +364,8 @@ class ClamdPool:
             except ClamdTimeout:
                 raise       # clamd is there but slow: a new connection would not help
             except ClamdUnavailable:
-                pass        # stale session: clamd restarted or timed it out; start afresh
+                # A stale session: clamd restarted or timed it out; start afresh.
+                self.reconnects += 1
         conn = Connection(address, self.timeout, self.connect_timeout, session=True)
         self._sessions[address] = conn
         return self._session_scan(conn, data, fd)

@@ -4,6 +4,8 @@ Messages for a Postfix (numbered, so each has its own Message-ID):
 
     simple_message(n)      a plain text message, Message-ID <msg-N@holdscan.test>
     eicar_message(n)       EICAR as a base64 attachment, Message-ID <bad-N@holdscan.test>
+    attachment_message(n, data)  `data` attached to message N (its own recipient, Subject
+                           and Message-ID <att-N@holdscan.test>): one file sent to many
     send(port, sender, recipients, message)     one message by SMTP
     send_many(port, count)                      clean messages over parallel sessions
 
@@ -32,7 +34,8 @@ import zlib
 from holdscan.lab.clamd import EICAR
 
 __all__ = [
-    "EICAR", "HEADERS", "PE", "b64", "eicar_message", "eicar_variants", "encrypted_flag",
+    "EICAR", "HEADERS", "PE", "attachment_message", "b64", "eicar_message", "eicar_variants",
+    "encrypted_flag",
     "multipart", "nested_bomb", "overlapping_bomb", "part", "send", "send_many", "simple",
     "simple_message", "tar_bytes", "zeros_gzip", "zeros_zip", "zip_bytes",
 ]
@@ -55,6 +58,15 @@ def eicar_message(n: int) -> bytes:
         "--b1\r\nContent-Type: application/octet-stream\r\n"
         "Content-Disposition: attachment; filename=\"eicar.com.txt\"\r\n"
         f"Content-Transfer-Encoding: base64\r\n\r\n{payload}\r\n--b1--\r\n").encode()
+
+
+def attachment_message(n: int, data: bytes, name: str = "report.bin") -> bytes:
+    headers = (f"From: sender@example.test\r\nTo: rcpt{n}@example.test\r\n"
+               f"Subject: the report, copy {n}\r\nMessage-ID: <att-{n}@holdscan.test>\r\n"
+               "MIME-Version: 1.0\r\n").encode()
+    return multipart(part(f"Hello {n},\r\nthe report is attached.\r\n".encode(), "text/plain",
+                          encoding="7bit"),
+                     part(data, name=name), headers=headers)
 
 
 def send(port: int, sender: str, recipients: list[str], message: bytes | str,

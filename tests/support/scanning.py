@@ -18,10 +18,20 @@ REQUEST = ScanRequest(queue_id="4XyzAB1cDEfgH", attempt=1, sender="sender@exampl
 
 def make_config(clamd_addresses: list[str], **scanners: dict[str, Any]) -> Config:
     cfg = Config()
-    cfg.scanners = {"clamav": {"addresses": clamd_addresses, "timeout": 20.0}}
+    # No verdict cache unless a test asks for one (with its own Redis): scanning the same
+    # bytes twice must reach clamd twice.
+    cfg.scanners = {"clamav": {"addresses": clamd_addresses, "timeout": 20.0, "cache_ttl": 0}}
     for name, table in scanners.items():
         cfg.scanners.setdefault(name, {}).update(table)
     return cfg
+
+
+def clamd_bytes_read(pid: int) -> int:
+    """Bytes the clamd process `pid` has read so far (streams, descriptors, files): what
+    it was given to scan, seen from outside the worker."""
+    with open(f"/proc/{pid}/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["rchar"])
 
 
 Scan = Callable[..., Verdict]     # (raw, scanners=None, headers=None) -> Verdict

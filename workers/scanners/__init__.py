@@ -55,4 +55,9 @@ def build_scanners(cfg: Config) -> list[Scanner]:
             raise ConfigError(f"[scanners.{name}]: enabled must be true or false, got {enabled!r}")
         if enabled:
             scanners.append(cls(table))
+    for scanner in scanners:
+        if isinstance(scanner, ClamavScanner):
+            # clamd's answers are shared through the content store the workers use anyway.
+            scanner.use_cache(lambda: cfg.content_store(socket_timeout=2.0,
+                                                        socket_connect_timeout=1.0))
     return scanners
