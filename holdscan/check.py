@@ -510,7 +510,8 @@ def check_store_names(cfg: config_mod.Config) -> list[CheckResult]:
         client = cfg.content_store(socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
         names = sorted(k.decode(errors="replace")[len(UNKNOWN_STORE_PREFIX):]
                        for k in client.scan_iter(f"{UNKNOWN_STORE_PREFIX}*", count=1000))
-    except (redis.RedisError, OSError) as e:
+    except (redis.RedisError, OSError, ValueError) as e:
+        # The content store's own line says what is wrong with it.
         if not b.content_stores:
             return []
         return [_skip("content store names", f"cannot read the default content store: {e}")]
