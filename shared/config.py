@@ -58,6 +58,10 @@ class BrokerConfig:
     # A worker: the stores it can fetch from and reply to, by name (never sent in tasks:
     # URLs carry passwords). A request naming no store uses content_url.
     content_stores: dict[str, str] = field(default_factory=dict)
+    # A Celery queue per content store (queue.NAME): a dispatcher sends to its store's,
+    # a worker takes from `queue` and from each of its content_stores' in turn, so that
+    # a mail host that floods cannot make the others' tasks wait behind its own.
+    queue_per_store: bool = False
     sentinel_master: str = "mymaster"   # with sentinel:// URLs: the group Sentinel watches
     sentinel_password: str = ""     # the Sentinels' requirepass; HOLDSCAN_SENTINEL_PASSWORD
     queue: str = "holdscan"

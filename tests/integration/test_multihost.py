@@ -49,12 +49,14 @@ def test_two_mail_hosts_share_the_workers_each_with_its_own_content_store(
     pf_b, sink_b = second_host
     store_a, store_b = stores
     named = {"mxa": store_a.url, "mxb": store_b.url}
-    # Each host's config names its own store; the workers' config maps both names.
-    host_a = cluster(postfix=postfix, tables={"broker": {"content_store": "mxa",
-                                                         "content_url": store_a.url}})
-    host_b = cluster(postfix=pf_b, tables={"broker": {"content_store": "mxb",
-                                                      "content_url": store_b.url}})
-    workers = cluster(postfix=postfix, tables={"broker.content_stores": named})
+    # Each host's config names its own store; the workers' config maps both names. A
+    # queue per store: the workers take from both hosts' queues in turn.
+    host_a = cluster(postfix=postfix, tables={"broker": {
+        "content_store": "mxa", "content_url": store_a.url, "queue_per_store": True}})
+    host_b = cluster(postfix=pf_b, tables={"broker": {
+        "content_store": "mxb", "content_url": store_b.url, "queue_per_store": True}})
+    workers = cluster(postfix=postfix, tables={"broker": {"queue_per_store": True},
+                                               "broker.content_stores": named})
     line = "a line of host A's message, to make it big\r\n"
     ids_a = send_range(postfix, range(0, 20), line * (BIG // len(line)))
     ids_b = send_range(pf_b, range(1000, 1020), "host B\r\n")
@@ -83,6 +85,9 @@ def test_two_mail_hosts_share_the_workers_each_with_its_own_content_store(
     assert grew["b"] < 2 * BIG and grew["broker"] < 2 * BIG, grew
     assert not store_a.client().keys("holdscan:msg:*")
     assert not store_b.client().keys("holdscan:msg:*")
+    # The tasks went through each host's own queue, which the workers bound.
+    bindings = {k.decode() for k in redis_server.client().keys("_kombu.binding.*")}
+    assert {"_kombu.binding.holdscan.mxa", "_kombu.binding.holdscan.mxb"} <= bindings, bindings
 
 
 def test_a_store_the_workers_do_not_know_waits_in_hold_until_one_does(

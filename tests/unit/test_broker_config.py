@@ -123,3 +123,17 @@ def test_bad_store_names_and_urls_are_refused(tmp_path, toml: str, says: str) ->
     path.write_text(f"[broker]\n{toml}\n")
     with pytest.raises(ConfigError, match=re.escape(says)):
         config_mod.load(path, env={})
+
+
+def test_a_queue_per_store_names_each_hosts_queue_and_workers_take_from_all(tmp_path) -> None:
+    from shared.celeryapp import send_queue, worker_queues
+
+    path = tmp_path / "c.toml"
+    path.write_text('[broker]\nqueue_per_store = true\ncontent_store = "mx1"\n'
+                    '[broker.content_stores]\nmx2 = "redis://mx2:6379/0"\n'
+                    'mx1 = "redis://mx1:6379/0"\n')
+    cfg = config_mod.load(path, env={})
+    assert send_queue(cfg) == "holdscan.mx1"
+    assert worker_queues(cfg) == ["holdscan", "holdscan.mx1", "holdscan.mx2"]
+    cfg.broker.queue_per_store = False
+    assert send_queue(cfg) == "holdscan" and worker_queues(cfg) == ["holdscan"]
