@@ -83,6 +83,21 @@ class Run:
     load: str
     round: int
     hosts: dict[str, HostResult]
+    redis_bytes: float = 0.0        # broker and content stores, in + out, per message
+    redis_peak: float = 0.0         # the highest used_memory above the start, bytes
+
+
+def redis_traffic(servers: list[RedisServer]) -> int:
+    total = 0
+    for r in {id(x): x for x in servers}.values():
+        stats = r.client().info("stats")
+        total += int(stats["total_net_input_bytes"]) + int(stats["total_net_output_bytes"])
+    return total
+
+
+def redis_memory(servers: list[RedisServer]) -> int:
+    return sum(int(r.client().info("memory")["used_memory"])
+               for r in {id(x): x for x in servers}.values())
 
 
 def variant_settings(variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -169,6 +184,9 @@ def run_once(variant: str, load: str, rnd: int, args: argparse.Namespace) -> Run
             except BaseException as e:  # noqa: BLE001  (reported by the main thread)
                 errors.append(e)
 
+        redises = [broker, *stores.values()]
+        traffic, memory = redis_traffic(redises), redis_memory(redises)
+        peak = 0
         start = time.monotonic()
         senders = [threading.Thread(target=send, args=(h,)) for h in HOSTS]
         for t in senders:
@@ -177,6 +195,7 @@ def run_once(variant: str, load: str, rnd: int, args: argparse.Namespace) -> Run
         while len(done) < len(HOSTS):
             time.sleep(0.2)
             now = time.monotonic()
+            peak = max(peak, redis_memory(redises) - memory)
             for h in HOSTS:
                 if h not in done and logs[h].poll() >= args.warmup + counts[h]:
                     done[h] = now - start
@@ -188,13 +207,14 @@ def run_once(variant: str, load: str, rnd: int, args: argparse.Namespace) -> Run
             t.join()
         if errors:
             raise errors[0]
+        traffic = redis_traffic(redises) - traffic
         time.sleep(1)
         for h in HOSTS:
             if logs[h].poll() != args.warmup + counts[h]:
                 raise RuntimeError(f"host {h}: {logs[h].sent - args.warmup} deliveries for "
                                    f"{counts[h]} messages: some were delivered twice")
         return Run(variant, load, rnd, {h: HostResult(h, counts[h], done[h], logs[h].delays[:])
-                                        for h in HOSTS})
+                                        for h in HOSTS}, traffic / sum(counts.values()), peak)
 
 
 def report(runs: list[Run], args: argparse.Namespace, variants: list[str],
@@ -217,6 +237,13 @@ def report(runs: list[Run], args: argparse.Namespace, variants: list[str],
                 print(f"{v:28} {load:6} {h:4} {spread([x.rate for x in hr]):>16} "
                       f"{spread([percentile(x.delays, 0.5) for x in hr], '{:.2f}'):>18} "
                       f"{spread([percentile(x.delays, 0.99) for x in hr], '{:.2f}'):>18}")
+    print("\nRedis (broker and content stores together): bytes in + out per message, and the "
+          "highest memory above the start")
+    for v in variants:
+        for load in loads:
+            rs = [r for r in runs if r.variant == v and r.load == load]
+            print(f"{v:28} {load:6} {spread([r.redis_bytes / 1024 for r in rs], '{:.1f}')} KB"
+                  f"/msg, {spread([r.redis_peak / 1e6 for r in rs], '{:.1f}')} MB")
     if "equal" in loads and "flood" in loads:
         print("\nquiet hosts (b, c): p99 under flood over p99 under equal load, same round")
         for v in variants:
@@ -258,10 +285,12 @@ def main() -> None:
                 print(f"round {rnd} {v:28} {load:6} " + "  ".join(
                     f"{h}: {x.rate:6.1f} msg/s p50 {percentile(x.delays, 0.5):5.2f}s "
                     f"p99 {percentile(x.delays, 0.99):5.2f}s" for h, x in r.hosts.items())
-                    + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+                    + f"  Redis {r.redis_bytes / 1024:.1f} KB/msg in+out, peak +"
+                    f"{r.redis_peak / 1e6:.1f} MB  (load {os.getloadavg()[0]:.1f})", flush=True)
                 if args.json:
                     Path(args.json).write_text(json.dumps(
                         [{"variant": x.variant, "load": x.load, "round": x.round,
+                          "redis_bytes_per_msg": x.redis_bytes, "redis_peak": x.redis_peak,
                           "hosts": {h: {"rate": y.rate, "p50": percentile(y.delays, 0.5),
                                         "p99": percentile(y.delays, 0.99)}
                                     for h, y in x.hosts.items()}} for x in runs], indent=1))
