@@ -125,3 +125,26 @@ def test_a_store_the_workers_do_not_know_waits_in_hold_until_one_does(
                             str(aware.config)], capture_output=True, text=True, timeout=60)
     # The note the first worker left is answered by this configuration.
     assert "ok   content store names: 1 named store(s)" in check.stdout, check.stdout
+
+
+def test_with_a_queue_per_store_an_unmapped_stores_queue_waits_and_check_names_it(
+        postfix, sink, redis_server, cluster):
+    per_store = {"queue_per_store": True}
+    host = cluster(postfix=postfix, tables={"broker": {"content_store": "mxq", **per_store}})
+    unaware = cluster(postfix=postfix, tables={"broker": per_store,
+                                               "broker.content_stores": {"mxa": "redis://x/0"}})
+    aware = cluster(postfix=postfix, tables={"broker": per_store, "broker.content_stores": {
+        "mxq": redis_server.url}})
+    ids = send_range(postfix, range(0, 3), "hello\r\n")
+    postfix.wait_held(3)
+    host.start_dispatcher("--id", "mxq-host")
+    host.wait_for(lambda: redis_server.client().llen("holdscan.mxq") > 0, 30,
+                  "a task in the host's own queue")
+    check = subprocess.run([sys.executable, "-m", "holdscan.cli", "check", "--config",
+                            str(unaware.config)], capture_output=True, text=True, timeout=60)
+    [names] = [x for x in check.stdout.splitlines() if x[5:].startswith("content store names:")]
+    assert names.startswith("FAIL") and "'mxq'" in names, check.stdout
+    aware.start_worker(concurrency=1, name="aware")
+    sink.wait_count(3, timeout=30)
+    assert_exactly_once(sink, ids)
+    assert_spool_clean(postfix)
