@@ -3,7 +3,9 @@
 CeleryTransport: message bytes go to the content store (Redis, one key per
 held message, with a TTL), one Celery task carries a batch of requests that
 name those keys, and workers push verdicts onto this dispatcher's own reply
-list, which one thread here reads with BLPOP — no polling per message.
+list, which one thread here reads with BLPOP — no polling per message. The content
+store is this mail host's own when `[broker] content_store` names it: the requests carry
+that name, and the workers map it to the store's URL.
 
 Content by reference rather than inline in the task: the broker never holds
 message bytes longer than the TTL, a task that outlives its message (a
