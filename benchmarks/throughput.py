@@ -11,6 +11,14 @@ by smtp-source (5 KB messages over 20 SMTP sessions by default):
   local      the dispatcher's local scanner pool (--local 2, no broker, no
              workers), clamd as Debian ships it (tuned).
 
+--split puts the mail host and the scanning side on one core each: Postfix,
+smtp-source and smtp-sink, Redis and the dispatcher on CPU 0, the workers and
+clamd on CPU 1 (each process inherits the CPUs of the benchmark at the moment
+it is started; every process of every tree is checked after the warm-up and
+after the timed run). The report then gives the mail host's CPU per message
+(Postfix + dispatcher + Redis) apart from the scanning side's; holdscan's
+share of the mail host is the dispatcher and Redis.
+
 holdscan runs with its default settings (verdict_deadline 300 s, log level
 INFO), not the lab's short deadlines, so a lost verdict shows as the stall it
 would be in production.
@@ -37,7 +45,7 @@ installed, the dispatcher's and workers' stacks.
 
 Usage: .venv/bin/python benchmarks/throughput.py [--rounds 3] [--messages 10000]
            [--setups alone,holdscan,tmpfs] [--json results.json] [--rate MSG_PER_S]
-           [--worker-counts 1,2,3 --plot workers.png] [--profile DIR]
+           [--worker-counts 1,2,3 --plot workers.png] [--profile DIR] [--split]
 """
 
 from __future__ import annotations
@@ -53,7 +61,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,6 +90,9 @@ from lab import (  # noqa: E402
 MIN_MESSAGES = 10_000
 GROUPS = ("postfix", "dispatcher", "workers", "clamd", "redis", "load")
 HOLDSCAN_GROUPS = ("dispatcher", "workers", "clamd", "redis")
+# --split: the mail host's CPUs, and the scanning side's (workers and clamd).
+MAIL_HOST_CPUS, SCANNING_CPUS = {0}, {1}
+SCANNING_GROUPS = ("workers", "clamd")
 
 
 @dataclass(frozen=True)
@@ -128,11 +140,49 @@ class Result:
         return d[min(len(d) - 1, int(q * len(d)))] if d else float("nan")
 
 
+@contextmanager
+def started_on(cpus: set[int] | None) -> Iterator[None]:
+    """Processes started inside run on `cpus` (a child inherits its parent's CPUs);
+    None: no change."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def check_split(roots: dict[str, list[int]]) -> int:
+    """--split: every live process of every tree is on its side's CPUs; how many there are."""
+    procs, wrong, n = cpu.processes(), [], 0
+    for group, pids in roots.items():
+        want = SCANNING_CPUS if group in SCANNING_GROUPS else MAIL_HOST_CPUS
+        for pid in cpu.descendants(pids, procs):
+            try:
+                got = os.sched_getaffinity(pid)
+            except OSError:
+                continue        # gone since
+            n += 1
+            if got != want:
+                wrong.append(f"{group} pid {pid} on CPUs {sorted(got)}")
+    if wrong:
+        raise RuntimeError(f"--split: processes on the wrong CPU: {', '.join(wrong)}")
+    return n
+
+
 def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
     sink_port = free_port()
     base = Path(tempfile.mkdtemp(prefix="holdscan-bench-"))
     os.chmod(base, 0o755)
     with ExitStack() as stack:
+        if args.split:
+            # The mail host's CPUs for everything started from here on but the scanning side.
+            stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
+            os.sched_setaffinity(0, MAIL_HOST_CPUS)
+        scanning_cpus = SCANNING_CPUS if args.split else None
         sink = smtp_sink(sink_port)
         stack.callback(lambda: (sink.terminate(), sink.wait()))
         stack.callback(shutil.rmtree, base, True)
@@ -140,7 +190,9 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         roots: dict[str, list[int]] = {"postfix": [master_pid(pf)], "load": [sink.pid]}
         diagnose = None
         if setup.holdscan:
-            clamd = stack.enter_context(ClamdServer(tcp=False, debian=setup.clamd == "debian"))
+            with started_on(scanning_cpus):
+                clamd = stack.enter_context(ClamdServer(tcp=False,
+                                                        debian=setup.clamd == "debian"))
             tables: dict[str, dict[str, object]] = {
                 "postfix": {"config_directory": str(pf.config_dir)},
                 "scanners.clamav": {"addresses": [clamd.addresses[0]]}}
@@ -158,8 +210,9 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
                 cfg = write_config(base / "holdscan.toml", {**tables, "broker": {"url": rds.url}})
             cluster = Cluster(cfg, base)
             stack.callback(cluster.close)
-            for i in range(setup.workers):
-                cluster.start_worker(concurrency=1, name=f"bench{i}-", log_level="INFO")
+            with started_on(scanning_cpus):
+                for i in range(setup.workers):
+                    cluster.start_worker(concurrency=1, name=f"bench{i}-", log_level="INFO")
             extra = ["--local", str(setup.local)] if setup.local else []
             cluster.start_dispatcher(*extra)
             roots["dispatcher"] = [cluster.dispatcher.pid]
@@ -172,6 +225,7 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         warm.wait()
         wait_delivered(log, args.warmup, args.timeout, args.stall, diagnose)
         log.delays.clear()
+        pinned = check_split(roots) if args.split else 0
 
         if args.profile and setup.holdscan:
             stack.enter_context(Profiler(Path(args.profile) / f"{setup.name}-{rnd}", {
@@ -190,6 +244,9 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         used = {g: cpu.tree_seconds(r, procs) - before[g] for g, r in roots.items()}
         used["load"] += load_cpu
         machine = cpu.machine_seconds() - machine_before
+        if args.split:
+            pinned = max(pinned, check_split(roots))
+            print(f"    --split: all {pinned} processes on their side's CPU", flush=True)
         time.sleep(1)
         if log.poll() != args.warmup + args.messages:
             raise RuntimeError(f"{log.sent - args.warmup} deliveries for {args.messages} "
@@ -335,9 +392,30 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
                      if s.holdscan else "-")
         cells.append(spread([1000 * r.machine / r.messages for r in rs], "{:.2f}"))
         print(f"{s.name:14}" + "".join(f"{c:>17}" for c in cells))
+    if args.split:
+        split_report(by, setups)
     gaps = [(r.setup, r.round, r.longest_gap) for r in results if r.longest_gap > args.stall]
     for name, rnd, gap in gaps:
         print(f"STALL: {name} round {rnd}: {gap:.0f}s without a delivery")
+
+
+def split_report(by: dict[str, list[Result]], setups: list[Setup]) -> None:
+    """--split: the mail host (CPU 0) apart from the scanning side (CPU 1)."""
+    print("\nMail host apart (--split: Postfix, the load, Redis and the dispatcher on CPU "
+          f"{min(MAIL_HOST_CPUS)}; workers and clamd on CPU {min(SCANNING_CPUS)}), "
+          "CPU ms per message")
+    columns = {"mail host": ("postfix", "dispatcher", "redis"), "Postfix": ("postfix",),
+               "holdscan share": ("dispatcher", "redis"), "scanning side": SCANNING_GROUPS}
+    print(f"{'set-up':14}" + "".join(f"{c:>18}" for c in columns))
+    for s in setups:
+        rs = by[s.name]
+        if rs:
+            print(f"{s.name:14}" + "".join(
+                f"{spread([r.ms_per_message(g) for r in rs], '{:.2f}'):>18}"
+                if s.holdscan or "postfix" in g else f"{'-':>18}" for g in columns.values()))
+    print("(mail host = Postfix + dispatcher + Redis; holdscan's share of it = dispatcher + "
+          "Redis; scanning side = workers + clamd; the load, smtp-source and smtp-sink, runs "
+          "on the mail host's CPU but is counted apart)")
 
 
 def main() -> None:
@@ -372,7 +450,12 @@ def main() -> None:
     ap.add_argument("--profile", metavar="DIR",
                     help="record the dispatcher's and workers' stacks with py-spy during each "
                     "timed run (costs CPU: not for figures)")
+    ap.add_argument("--split", action="store_true",
+                    help="Postfix, the load, Redis and the dispatcher on CPU 0, workers and "
+                    "clamd on CPU 1; report the mail host's CPU per message apart")
     args = ap.parse_args()
+    if args.split and not {*MAIL_HOST_CPUS, *SCANNING_CPUS} <= os.sched_getaffinity(0):
+        ap.error("--split needs CPUs 0 and 1 (os.sched_getaffinity)")
     if not args.explore and (args.messages < MIN_MESSAGES or args.rounds < 3):
         ap.error(f"a figure needs at least {MIN_MESSAGES} messages and 3 rounds; "
                  "--explore for a quick look")
