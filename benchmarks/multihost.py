@@ -22,6 +22,11 @@ equal load.
 sends to a queue of its own, `[broker] queue_per_store`, and the workers take from the
 queues in turn).
 
+Keep the flood within what the hosts' Postfix accepts: a paced smtp-source is started
+every 0.1 s whether the last one has finished or not, and once too many wait for smtpd
+(on 2 shared cores, --rate 25 with --factor 10 once left smtp-source processes waiting
+for ever) the run does not finish; --timeout then stops it.
+
 Usage: flock /tmp/holdscan-bench.lock .venv/bin/python benchmarks/multihost.py
            [--rounds 3] [--rate 15] [--factor 10] [--seconds 30] [--stores]
            [--variants default,queue_per_host] [--loads equal,flood]
