@@ -193,7 +193,7 @@ def run_once(variant: str, load: str, rnd: int, args: argparse.Namespace) -> Run
         traffic, memory = redis_traffic(redises), redis_memory(redises)
         peak = 0
         start = time.monotonic()
-        senders = [threading.Thread(target=send, args=(h,)) for h in HOSTS]
+        senders = [threading.Thread(target=send, args=(h,), daemon=True) for h in HOSTS]
         for t in senders:
             t.start()
         done: dict[str, float] = {}
