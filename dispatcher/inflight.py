@@ -143,11 +143,12 @@ class Tracker:
         return self.clock() >= self._broker_until
 
     def take_batches(self, size: int, now: float, content_key: Callable[[str], str],
-                     reply_to: str) -> list[list[tuple[ScanRequest, bytes]]]:
+                     reply_to: str, store: str = "") -> list[list[tuple[ScanRequest, bytes]]]:
         """The scan requests for the unsent messages, in batches of `size`; they are unsent
         no more (not_sent puts them back). A message whose batch died without a verdict
         goes alone, so that one poison message cannot use up the attempts of the others
-        it was batched with."""
+        it was batched with. `store` names the content store that holds the content keys
+        and the reply list ("" for the workers' default)."""
         ids = [q for q in self.unsent if q in self.messages]
         self.unsent = []
         items = []
@@ -157,7 +158,8 @@ class Tracker:
                 queue_id=qid, attempt=self.attempts.get(qid, inf.claim.inode) + 1,
                 sender=inf.qf.sender, content_key=content_key(qid), size=len(inf.message),
                 recipients=[r.address for r in inf.qf.recipients if not r.done],
-                reply_to=reply_to, submitted_at=now, inode=inf.claim.inode, sha256=inf.sha256)
+                reply_to=reply_to, submitted_at=now, inode=inf.claim.inode, sha256=inf.sha256,
+                store=store)
             items.append((inf.request, inf.message))
         solo = [[item] for item in items if self.messages[item[0].queue_id].solo]
         rest = [item for item in items if not self.messages[item[0].queue_id].solo]

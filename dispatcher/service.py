@@ -154,7 +154,7 @@ class Dispatcher:
             return False
         now = time.time()
         batches = self.in_flight.take_batches(self.options.batch_size, now, self.transport.key,
-                                              reply_key(self.id))
+                                              reply_key(self.id), self.cfg.broker.content_store)
         if not batches:
             return True
         for n, batch in enumerate(batches):

@@ -3,7 +3,9 @@
 CeleryTransport: message bytes go to the content store (Redis, one key per
 held message, with a TTL), one Celery task carries a batch of requests that
 name those keys, and workers push verdicts onto this dispatcher's own reply
-list, which one thread here reads with BLPOP — no polling per message.
+list, which one thread here reads with BLPOP — no polling per message. The content
+store is this mail host's own when `[broker] content_store` names it: the requests carry
+that name, and the workers map it to the store's URL.
 
 Content by reference rather than inline in the task: the broker never holds
 message bytes longer than the TTL, a task that outlives its message (a
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 
 import redis
 
-from shared.celeryapp import SCAN_TASK, make_app
+from shared.celeryapp import SCAN_TASK, make_app, send_queue
 from shared.config import Config
 from shared.contract import ScanRequest, Started
 
@@ -71,6 +73,7 @@ class CeleryTransport:
         self.dispatcher_id = dispatcher_id
         self.reply_to = reply_key(dispatcher_id)
         self.app = make_app(cfg)
+        self.queue = send_queue(cfg)
         self.store = cfg.content_store(socket_timeout=10, socket_connect_timeout=3)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +93,7 @@ class CeleryTransport:
                 pipe.set(request.content_key, raw, ex=self.cfg.broker.content_ttl)
             pipe.execute()
             self.app.send_task(SCAN_TASK, args=[[r.to_dict() for r, _ in batch]],
-                               queue=self.cfg.broker.queue, expires=expires, retry=False)
+                               queue=self.queue, expires=expires, retry=False)
         except Exception as e:   # redis, kombu and socket errors all mean "not handed over"
             raise TransportError(f"{type(e).__name__}: {e}") from e
 

@@ -496,6 +496,60 @@ def check_broker(url: str, label: str = "broker",
                  f"fix {setting}: use redis://, rediss:// or sentinel://")
 
 
+UNKNOWN_STORE_PREFIX = "holdscan:unknown-store:"    # workers/tasks.py unknown_store_key
+
+
+def waiting_store_queues(cfg: config_mod.Config) -> list[str]:
+    """With a queue per store: the store names of the broker's queues that hold tasks."""
+    from shared.redisurl import client as redis_client
+
+    b = cfg.broker
+    broker = redis_client(b.url, b.sentinel_master, b.sentinel_password,
+                          socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    prefix = f"{b.queue}."
+    names = []
+    for key in broker.scan_iter(f"{prefix}*", count=1000, _type="list"):
+        # kombu names a queue's priority lists QUEUE\x06\x16N.
+        name = key.decode(errors="replace")[len(prefix):].split("\x06\x16")[0]
+        if broker.llen(key):
+            names.append(name)
+    return names
+
+
+def check_store_names(cfg: config_mod.Config) -> list[CheckResult]:
+    """A worker that got requests naming a content store it does not map leaves a note in
+    its default store (workers/tasks.py); with a queue per store, a store's queue that no
+    worker of this configuration takes from fills in the broker. This reports the names
+    that this configuration does not map. No line when there is nothing to say."""
+    import redis
+
+    b = cfg.broker
+    try:
+        client = cfg.content_store(socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        names = sorted(k.decode(errors="replace")[len(UNKNOWN_STORE_PREFIX):]
+                       for k in client.scan_iter(f"{UNKNOWN_STORE_PREFIX}*", count=1000))
+        if b.queue_per_store:
+            names += waiting_store_queues(cfg)
+    except (redis.RedisError, OSError, ValueError) as e:
+        # The content store's own line says what is wrong with it.
+        if not b.content_stores:
+            return []
+        return [_skip("content store names", f"cannot read the default content store: {e}")]
+    unknown = sorted({n for n in names if n not in b.content_stores})
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown)
+        return [_fail("content store names",
+                      f"scan requests name content store(s) {shown}, which "
+                      "[broker.content_stores] does not map: that mail waits in its host's "
+                      "hold queue",
+                      f'add `{unknown[0]} = "redis://..."` (its URL) under '
+                      "[broker.content_stores] on every worker, then restart the workers")]
+    if not b.content_stores:
+        return []
+    return [_ok("content store names", f"{len(b.content_stores)} named store(s); no request "
+                "named another")]
+
+
 # -- clamd --------------------------------------------------------------------------
 
 def clamd_addresses(cfg: config_mod.Config) -> list[str]:
@@ -667,6 +721,12 @@ def run_checks(cfg: config_mod.Config) -> list[CheckResult]:
         results.append(_guarded("content store", lambda: check_broker(
             cfg.content_url, "content store", "broker.content_url or HOLDSCAN_CONTENT_URL",
             b.sentinel_master, b.sentinel_password)))
+    for name, url in sorted(b.content_stores.items()):
+        if url != cfg.content_url:
+            results.append(_guarded(f"content store {name}", partial(
+                check_broker, url, f"content store {name}", f"broker.content_stores.{name}",
+                b.sentinel_master, b.sentinel_password)))
+    results += _guarded_all("content store names", lambda: check_store_names(cfg))
     clamav = cfg.scanners.get("clamav", {})
     if clamav.get("enabled", True) is False:
         results.append(_skip("clamd", "scanners.clamav.enabled = false"))

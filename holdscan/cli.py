@@ -110,10 +110,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         close = getattr(scanner, "close", None)
         if close:
             close()
+    from shared.celeryapp import worker_queues
     from workers.app import app, cfg
-    argv = ["worker", f"--loglevel={args.log_level}",
-            f"--queues={args.queues or cfg.broker.queue}"] + (["-E"] if cfg.broker.task_events
-                                                             else [])
+    queues = args.queues or ",".join(worker_queues(cfg))
+    argv = ["worker", f"--loglevel={args.log_level}", f"--queues={queues}"] + (
+        ["-E"] if cfg.broker.task_events else [])
     concurrency = args.concurrency or cfg.worker.concurrency
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -503,7 +504,8 @@ def parser() -> argparse.ArgumentParser:
                    help="scanning processes (default: worker.concurrency, "
                    f"{_D.worker.concurrency}: one per CPU core)")
     p.add_argument("--queues", metavar="NAME[,NAME]",
-                   help=f"the Celery queues to consume (default: broker.queue, {_D.broker.queue})")
+                   help=f"the Celery queues to consume (default: broker.queue, {_D.broker.queue}, "
+                   "and with broker.queue_per_store one per broker.content_stores)")
     p.add_argument("--hostname", metavar="NAME@HOST",
                    help="the Celery node name, unique per worker (default: celery@ and the "
                    "host name)")

@@ -47,6 +47,21 @@ def make_app(cfg: Config) -> Celery:
     return app
 
 
+def send_queue(cfg: Config) -> str:
+    """The queue this dispatcher sends its tasks to."""
+    b = cfg.broker
+    return f"{b.queue}.{b.content_store}" if b.queue_per_store and b.content_store else b.queue
+
+
+def worker_queues(cfg: Config) -> list[str]:
+    """The queues a worker takes tasks from; kombu's Redis transport takes from them in
+    turn (round robin): after a task from one queue, the others come first."""
+    b = cfg.broker
+    if not b.queue_per_store:
+        return [b.queue]
+    return [b.queue] + [f"{b.queue}.{name}" for name in sorted(b.content_stores)]
+
+
 def transport_options(cfg: Config) -> dict[str, object]:
     b = cfg.broker
     options: dict[str, object] = {"visibility_timeout": b.visibility_timeout}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.contract import STORE_NAME_RE
 from shared.redisurl import SentinelURL, is_sentinel
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -51,6 +52,16 @@ class DispatcherConfig:
 class BrokerConfig:
     url: str = DEFAULT_BROKER       # also HOLDSCAN_BROKER
     content_url: str = ""           # Redis for message content and verdicts; empty: url
+    # A dispatcher: the name of its own content store (content_url), which the workers
+    # look up in their content_stores; empty: the workers' default store.
+    content_store: str = ""         # also HOLDSCAN_CONTENT_STORE
+    # A worker: the stores it can fetch from and reply to, by name (never sent in tasks:
+    # URLs carry passwords). A request naming no store uses content_url.
+    content_stores: dict[str, str] = field(default_factory=dict)
+    # A Celery queue per content store (queue.NAME): a dispatcher sends to its store's,
+    # a worker takes from `queue` and from each of its content_stores' in turn, so that
+    # a mail host that floods cannot make the others' tasks wait behind its own.
+    queue_per_store: bool = False
     sentinel_master: str = "mymaster"   # with sentinel:// URLs: the group Sentinel watches
     sentinel_password: str = ""     # the Sentinels' requirepass; HOLDSCAN_SENTINEL_PASSWORD
     queue: str = "holdscan"
@@ -130,15 +141,39 @@ class Config:
 
     @property
     def content_url(self) -> str:
-        return self.broker.content_url or self.broker.url
+        """The default content store: a dispatcher's own, a worker's for unnamed requests."""
+        b = self.broker
+        return b.content_url or b.content_stores.get(b.content_store, "") or b.url
 
-    def content_store(self, socket_timeout: float, socket_connect_timeout: float) -> Any:
-        """A Redis client for the content store; through Sentinel for a sentinel:// URL."""
+    def store_url(self, name: str) -> str:
+        """The URL of the content store a request names; "" names the default store.
+        Raises UnknownStore for a name this configuration does not map."""
+        if not name:
+            return self.content_url
+        url = self.broker.content_stores.get(name)
+        if url is None:
+            raise UnknownStore(name)
+        return url
+
+    def content_store(self, socket_timeout: float, socket_connect_timeout: float,
+                      name: str = "") -> Any:
+        """A Redis client for a content store (the default one, or one by name); through
+        Sentinel for a sentinel:// URL."""
         from shared.redisurl import client
         b = self.broker
-        return client(self.content_url, b.sentinel_master, b.sentinel_password,
+        return client(self.store_url(name), b.sentinel_master, b.sentinel_password,
                       socket_timeout=socket_timeout,
                       socket_connect_timeout=socket_connect_timeout)
+
+
+class UnknownStore(LookupError):
+    """A request names a content store that [broker.content_stores] does not map."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"the content store {name!r} is not in this worker's configuration; add "
+            f'`{name} = "redis://..."` (its URL) under [broker.content_stores]')
+        self.name = name
 
 
 def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
@@ -190,6 +225,8 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
         cfg.broker.url = env["HOLDSCAN_BROKER"]
     if env.get("HOLDSCAN_CONTENT_URL"):
         cfg.broker.content_url = env["HOLDSCAN_CONTENT_URL"]
+    if env.get("HOLDSCAN_CONTENT_STORE"):
+        cfg.broker.content_store = env["HOLDSCAN_CONTENT_STORE"]
     if env.get("HOLDSCAN_SENTINEL_MASTER"):
         cfg.broker.sentinel_master = env["HOLDSCAN_SENTINEL_MASTER"]
     if env.get("HOLDSCAN_SENTINEL_PASSWORD"):
@@ -258,7 +295,21 @@ def validate(cfg: Config) -> None:
     check_redis_url(b.url, "broker.url (or HOLDSCAN_BROKER, --broker)", broker=True)
     if b.content_url:
         check_redis_url(b.content_url, "broker.content_url (or HOLDSCAN_CONTENT_URL)")
-    if (is_sentinel(b.url) or is_sentinel(cfg.content_url)) and not b.sentinel_master:
+    for name, url in [("", b.content_store)] + list(b.content_stores.items()):
+        if name == "" and not url:
+            continue
+        store = name or url
+        if STORE_NAME_RE.fullmatch(store) is None:
+            raise ConfigError(f"broker.content_store{'s' if name else ''}: {store[:40]!r} is "
+                              "not a store name; use letters, digits, '.', '_' and '-' (at "
+                              "most 64), e.g. the mail host's name")
+        if name:
+            if not isinstance(url, str):
+                raise ConfigError(f"broker.content_stores.{name} must be a Redis URL string")
+            check_redis_url(url, f"broker.content_stores.{name}")
+    if ((is_sentinel(b.url) or is_sentinel(cfg.content_url)
+         or any(is_sentinel(u) for u in b.content_stores.values()))
+            and not b.sentinel_master):
         raise ConfigError("broker.sentinel_master (or HOLDSCAN_SENTINEL_MASTER) must name the "
                           "group the Sentinels watch (`sentinel monitor NAME ...`)")
     for name, table in cfg.scanners.items():

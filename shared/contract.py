@@ -1,9 +1,11 @@
 """The task contract between the dispatcher and the workers.
 
 A *scan request* names one held message: its queue ID, the attempt number, the
-envelope, and a reference to the message content (a key in the content store;
-the content itself never travels in the task, so a task that outlives its
-message finds nothing to scan). A *verdict* is the worker's answer.
+envelope, and a reference to the message content (a key in a content store, and
+that store's name; the content itself never travels in the task, so a task that
+outlives its message finds nothing to scan). A store is named, never given by
+its URL: URLs carry passwords, and the workers map names to URLs in their own
+configuration (`[broker.content_stores]`). A *verdict* is the worker's answer.
 
 Both are versioned and validated on both ends: a peer that speaks another
 version, or sends something malformed, is refused with ContractError, and the
@@ -25,7 +27,10 @@ from shared.mimetokens import PART_PATH_RE as _PART_RE
 # 3: what a worker found is a "verdict" (the key was "action", a word that belongs to
 #    the dispatcher's policy); what the policy depends on is typed: Verdict.strip (the
 #    strip plan) and Verdict.spam_high, no longer keys of Verdict.extra.
-CONTRACT_VERSION = 3
+# 4: a request names the content store (`store`) its worker fetches the message from and
+#    sends the verdict to; "" is the worker's default store. A worker of version 3 would
+#    look in its own default store and find nothing, so the version says it.
+CONTRACT_VERSION = 4
 
 # What an `error` verdict means for the message (Verdict.error_kind):
 #   unavailable  a component (clamd, spamd) did not answer: every message fails alike,
@@ -112,6 +117,7 @@ class ScanRequest:
     submitted_at: float     # dispatcher's clock, seconds since the epoch
     inode: int = 0          # the held file's inode when it was claimed
     sha256: str = ""        # of the message bytes: a verdict applies to these bytes only
+    store: str = ""         # content store holding content_key and reply_to; "": default
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -132,7 +138,20 @@ class ScanRequest:
             submitted_at=_num(d, "submitted_at"),
             inode=_int(d, "inode"),
             sha256=_sha256(d, "sha256"),
+            store=_store_name(d),
         )
+
+
+# A content store's name: what `[broker.content_stores]` keys may be, and what a request
+# may carry (no URL, no password, nothing a log line would garble).
+STORE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _store_name(d: dict[str, Any]) -> str:
+    value = _str(d, "store") if "store" in d else ""
+    _require(value == "" or STORE_NAME_RE.fullmatch(value) is not None,
+             f"store {value[:40]!r} is not a content store name (letters, digits, . _ -)")
+    return value
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,12 @@ def cluster(request: pytest.FixtureRequest, clamd: ClamdServer,
 
         c = cluster()                              on the `postfix` fixture, `redis_server`
         c = cluster(max_attempts=2)                other [dispatcher] settings
-        c = cluster(tables={"headers": {...}})     other tables of the config
+        c = cluster(tables={"headers": {...}})     other tables of the config (a table the
+                                                   lab config has, e.g. "broker", is added to)
         c = cluster(extra_toml=RULES)              text added at the end of the config
         c = cluster(postfix=pf, broker_url=url)    another Postfix, another broker
+        cluster(...); cluster(...)                 several: e.g. a mail host's dispatcher each,
+                                                   and one for workers that serve them all
 
     Each is a holdscan.lab.cluster.Cluster with a config from lab_config (short deadlines)
     and clamd's UNIX socket; `postfix` and `redis_server` are started only when used.

@@ -11,6 +11,14 @@ Before scanning, the task tells each dispatcher which of its messages it has
 started (contract.Started). Only such a message counts as an attempt: a
 message whose worker then dies is on its way to being given up on, while a
 message that no worker ever took (workers stopped, wrong queue) just waits.
+
+Each request names its content store (one per mail host, so that message bytes do not
+all cross one Redis); the worker maps the name to a URL ([broker.content_stores]) and
+keeps one client per store. A request naming a store this worker does not know is not
+scanned: the worker logs the setting to add and cannot tell the dispatcher (its reply
+list is in that store), so the message stays in hold, counts no attempt, and its
+dispatcher sends it again when its verdict deadline passes; a worker that knows the
+store then scans it.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections import defaultdict
 from typing import Any
 
 import redis
 
 from shared.celeryapp import SCAN_TASK
+from shared.config import UnknownStore
 from shared.contract import ContractError, ScanRequest, Started
 from shared.crashpoints import crashpoint
 from workers.app import app, cfg
@@ -33,10 +43,13 @@ log = logging.getLogger("holdscan.worker")
 _state: dict[str, Any] = {}
 
 
-def _store() -> redis.Redis:
-    if "store" not in _state:
-        _state["store"] = cfg.content_store(socket_timeout=30, socket_connect_timeout=5)
-    return _state["store"]
+def _store(name: str = "") -> redis.Redis:
+    """The client of a content store by name ("": the default store), made once per
+    process. Raises UnknownStore."""
+    stores: dict[str, redis.Redis] = _state.setdefault("stores", {})
+    if name not in stores:
+        stores[name] = cfg.content_store(socket_timeout=30, socket_connect_timeout=5, name=name)
+    return stores[name]
 
 
 def _scanners() -> list[Any]:
@@ -51,50 +64,77 @@ def worker_name() -> str:
     return cfg.worker.name or socket.gethostname()
 
 
-def scan_requests(requests: list[Any]) -> dict[str, list[dict[str, Any]]]:
-    """Scan a batch; returns verdicts grouped by the reply list they go to."""
+Replies = dict[tuple[str, str], list[dict[str, Any]]]    # (store, reply list) -> items
+
+
+def scan_requests(requests: list[Any]) -> Replies:
+    """Scan a batch; returns verdicts grouped by the store and reply list they go to."""
     from workers.engine import scan_message
 
-    valid: list[ScanRequest] = []
+    by_store: dict[str, list[ScanRequest]] = defaultdict(list)
     for r in requests:
         try:
-            valid.append(ScanRequest.from_dict(r))
+            request = ScanRequest.from_dict(r)
         except ContractError as e:
             log.error("dropping a malformed scan request: %s", e)
-    if not valid:
-        return {}
-    contents = _store().mget([r.content_key for r in valid])
-    # Already handled, or expired: the dispatcher sends it again if it still needs it.
-    work = [(r, raw) for r, raw in zip(valid, contents, strict=True) if isinstance(raw, bytes)]
+            continue
+        by_store[request.store].append(request)
+    work: list[tuple[ScanRequest, bytes]] = []
+    for store, valid in by_store.items():
+        try:
+            contents = _store(store).mget([r.content_key for r in valid])
+        except UnknownStore as e:
+            log.error("not scanning %d message(s) (queue_id=%s): %s; they stay in hold and "
+                      "their dispatcher sends them again after its verdict deadline", len(valid),
+                      ",".join(r.queue_id for r in valid), e)
+            note_unknown_store(store)
+            continue
+        # Already handled, or expired: the dispatcher sends it again if it still needs it.
+        work += [(r, raw) for r, raw in zip(valid, contents, strict=True)
+                 if isinstance(raw, bytes)]
     announce_started([r for r, _ in work])
-    replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    replies: Replies = defaultdict(list)
     for request, raw in work:
         crashpoint("worker.before_scan")
         verdict = scan_message(raw, request, _scanners(), cfg.headers, worker_name())
-        replies[request.reply_to].append(verdict.to_dict())
+        replies[(request.store, request.reply_to)].append(verdict.to_dict())
     return replies
 
 
+def unknown_store_key(name: str) -> str:
+    return f"holdscan:unknown-store:{name}"
+
+
+def note_unknown_store(name: str) -> None:
+    """Leave a note in the default store for `holdscan check` (it outlives this log line:
+    an administrator runs the check when mail waits, maybe long after the request)."""
+    try:
+        _store().set(unknown_store_key(name), json.dumps({"worker": worker_name(),
+                                                          "at": time.time()}),
+                     ex=cfg.broker.content_ttl)
+    except redis.RedisError as e:
+        log.debug("could not note the unknown store %r: %s", name, e)
+
+
 def announce_started(requests: list[ScanRequest]) -> None:
-    by_reply: dict[str, list[str]] = defaultdict(list)
+    by_reply: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in requests:
-        by_reply[r.reply_to].append(r.queue_id)
-    if not by_reply:
-        return
-    pipe = _store().pipeline(transaction=False)
-    for reply_to, queue_ids in by_reply.items():
-        pipe.rpush(reply_to, json.dumps(Started(queue_ids, worker_name()).to_dict()))
-        pipe.expire(reply_to, cfg.broker.content_ttl)
-    pipe.execute()
+        by_reply[(r.store, r.reply_to)].append(r.queue_id)
+    push(by_reply, lambda queue_ids: Started(queue_ids, worker_name()).to_dict())
+
+
+def push(replies: dict[tuple[str, str], Any], item: Any) -> None:
+    """RPUSH item(value) onto each (store, reply list), one pipeline per store."""
+    stores = {store for store, _ in replies}
+    for store in stores:
+        pipe = _store(store).pipeline(transaction=False)
+        for (s, reply_to), value in replies.items():
+            if s == store:
+                pipe.rpush(reply_to, json.dumps(item(value)))
+                pipe.expire(reply_to, cfg.broker.content_ttl)
+        pipe.execute()
 
 
 @app.task(name=SCAN_TASK)
 def scan_batch(requests: list[Any]) -> None:
-    replies = scan_requests(requests)
-    if not replies:
-        return
-    pipe = _store().pipeline(transaction=False)
-    for reply_to, verdicts in replies.items():
-        pipe.rpush(reply_to, json.dumps(verdicts))
-        pipe.expire(reply_to, cfg.broker.content_ttl)
-    pipe.execute()
+    push(scan_requests(requests), lambda verdicts: verdicts)

@@ -41,13 +41,16 @@ def lab_config(path: Path, postfix_config_dir: Path, broker_url: str, clamd_addr
     """A config for lab runs: short deadlines so that recovery shows within seconds."""
     d = {"verdict_deadline": 15.0, "rescan_interval": 2.0, "batch_wait": 0.02}
     d.update(dispatcher)
-    return write_config(path, {
+    config: dict[str, dict[str, Any]] = {
         "postfix": {"config_directory": str(postfix_config_dir)},
         "dispatcher": d,
         "broker": {"url": broker_url, "task_time_limit": 60, "visibility_timeout": 120},
         "scanners.clamav": {"addresses": [clamd_address], "timeout": 10.0},
-        **(tables or {}),
-    })
+    }
+    # A table given here adds to (and overrides settings of) the one above of its name.
+    for name, values in (tables or {}).items():
+        config[name] = {**config.get(name, {}), **values}
+    return write_config(path, config)
 
 
 class Cluster:

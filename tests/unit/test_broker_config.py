@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -89,3 +90,50 @@ def test_worker_refuses_amqp_at_start_in_one_line() -> None:
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and "AMQP (RabbitMQ) brokers are not supported" in p.stderr
+
+
+def test_workers_map_store_names_to_urls_and_name_what_is_missing(tmp_path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text('[broker]\nurl = "redis://b:6379/0"\n'
+                    '[broker.content_stores]\nmx1 = "redis://:pw@mx1:6379/0"\n')
+    cfg = config_mod.load(path, env={})
+    assert cfg.store_url("") == "redis://b:6379/0"
+    assert cfg.store_url("mx1") == "redis://:pw@mx1:6379/0"
+    with pytest.raises(config_mod.UnknownStore) as e:
+        cfg.store_url("mx2")
+    assert "add `mx2 = \"redis://...\"` (its URL) under [broker.content_stores]" in str(e.value)
+
+
+def test_a_dispatcher_finds_its_own_store_by_name_when_content_url_is_empty(tmp_path) -> None:
+    path = tmp_path / "d.toml"
+    path.write_text('[broker]\ncontent_store = "mx1"\n'
+                    '[broker.content_stores]\nmx1 = "redis://mx1:6379/0"\n')
+    assert config_mod.load(path, env={}).content_url == "redis://mx1:6379/0"
+    assert load(HOLDSCAN_CONTENT_STORE="mx9").broker.content_store == "mx9"
+
+
+@pytest.mark.parametrize("toml, says", [
+    ('content_store = "redis://mx1:6379/0"', "broker.content_store: 'redis://mx1:6379/0' is not"),
+    ('[broker.content_stores]\n"mx 1" = "redis://mx1:6379/0"', "'mx 1' is not a store name"),
+    ('[broker.content_stores]\nmx1 = "http://mx1/"', "broker.content_stores.mx1:"),
+    ('[broker.content_stores]\nmx1 = 5', "must be a Redis URL string"),
+])
+def test_bad_store_names_and_urls_are_refused(tmp_path, toml: str, says: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[broker]\n{toml}\n")
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        config_mod.load(path, env={})
+
+
+def test_a_queue_per_store_names_each_hosts_queue_and_workers_take_from_all(tmp_path) -> None:
+    from shared.celeryapp import send_queue, worker_queues
+
+    path = tmp_path / "c.toml"
+    path.write_text('[broker]\nqueue_per_store = true\ncontent_store = "mx1"\n'
+                    '[broker.content_stores]\nmx2 = "redis://mx2:6379/0"\n'
+                    'mx1 = "redis://mx1:6379/0"\n')
+    cfg = config_mod.load(path, env={})
+    assert send_queue(cfg) == "holdscan.mx1"
+    assert worker_queues(cfg) == ["holdscan", "holdscan.mx1", "holdscan.mx2"]
+    cfg.broker.queue_per_store = False
+    assert send_queue(cfg) == "holdscan" and worker_queues(cfg) == ["holdscan"]

@@ -8,6 +8,7 @@ from shared.contract import (
     CONTRACT_VERSION,
     ContractError,
     Finding,
+    ScanRequest,
     StripPart,
     StripPlan,
     Verdict,
@@ -39,10 +40,10 @@ def test_a_verdict_of_the_previous_contract_is_refused_with_what_to_do() -> None
     old = {"v": 2, "queue_id": "4XyZ1", "attempt": 1, "action": "clean", "findings": [],
            "header_edits": [], "scan_times": {}, "worker": "w", "extra": {}, "inode": 1,
            "sha256": SHA, "error_kind": ""}
-    with pytest.raises(ContractError, match=r"version 2, this side speaks 3.*same holdscan "
+    with pytest.raises(ContractError, match=r"version 2, this side speaks 4.*same holdscan "
                                             r"version on the dispatcher and the workers"):
         Verdict.from_dict(old)
-    assert CONTRACT_VERSION == 3
+    assert CONTRACT_VERSION == 4
 
 
 @pytest.mark.parametrize(("change", "error"), [
@@ -69,3 +70,30 @@ def test_worst_verdict_wins() -> None:
     assert worst_verdict([]) == "clean"
     assert worst_verdict(["spam", "infected", "clean"]) == "infected"
     assert worst_verdict(["blocked", "error"]) == "error"
+
+
+def request(**kw: object) -> ScanRequest:
+    fields: dict = {"queue_id": "4XyZ1", "attempt": 1, "sender": "a@example.com",
+                    "recipients": ["b@example.com"], "content_key": "holdscan:msg:mx1:4XyZ1",
+                    "size": 10, "reply_to": "holdscan:verdicts:mx1", "submitted_at": 1.0,
+                    "sha256": SHA}
+    fields.update(kw)
+    return ScanRequest(**fields)
+
+
+def test_a_request_names_its_content_store_and_empty_means_the_default() -> None:
+    assert ScanRequest.from_dict(request(store="mx1.example").to_dict()).store == "mx1.example"
+    assert ScanRequest.from_dict(request().to_dict()).store == ""
+
+
+def test_a_request_of_contract_3_is_refused_as_it_would_be_fetched_from_the_wrong_store() -> None:
+    old = request().to_dict() | {"v": 3}
+    del old["store"]
+    with pytest.raises(ContractError, match=r"version 3, this side speaks 4"):
+        ScanRequest.from_dict(old)
+
+
+@pytest.mark.parametrize("store", ["redis://:secret@10.0.0.1:6379/0", "mx1 ", "-mx", "a" * 65])
+def test_a_store_that_is_not_a_name_is_refused(store: str) -> None:
+    with pytest.raises(ContractError, match="is not a content store name"):
+        ScanRequest.from_dict(request().to_dict() | {"store": store})
