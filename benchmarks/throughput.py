@@ -46,8 +46,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import re
 import shutil
 import signal
 import statistics
@@ -61,6 +59,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.lab import (  # noqa: E402
+    MailLog,
+    machine_line,
+    master_pid,
+    smtp_sink,
+    smtp_source,
+    spread,
+    versions,
+)
 from holdscan.lab import cpu  # noqa: E402
 from holdscan.lab.clamd import ClamdServer  # noqa: E402
 from holdscan.lab.cluster import Cluster, write_config  # noqa: E402
@@ -70,8 +77,6 @@ from holdscan.lab.redis import RedisServer  # noqa: E402
 MIN_MESSAGES = 10_000
 GROUPS = ("postfix", "dispatcher", "workers", "clamd", "redis", "load")
 HOLDSCAN_GROUPS = ("dispatcher", "workers", "clamd", "redis")
-SENT = re.compile(rb"status=sent")
-DELAY = re.compile(rb" delay=([0-9.]+),")
 
 
 @dataclass(frozen=True)
@@ -119,49 +124,6 @@ class Result:
         return d[min(len(d) - 1, int(q * len(d)))] if d else float("nan")
 
 
-class MailLog:
-    """Postfix's log, read from where we left off: deliveries and their delays."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.rest = b""
-        self.sent = 0
-        self.delays: list[float] = []
-
-    def poll(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return self.sent
-        self.offset += len(data)
-        data, self.rest = self.rest + data, b""
-        cut = data.rfind(b"\n") + 1
-        data, self.rest = data[:cut], data[cut:]
-        for line in data.splitlines():
-            if SENT.search(line):
-                self.sent += 1
-                m = DELAY.search(line)
-                if m:
-                    self.delays.append(float(m.group(1)))
-        return self.sent
-
-
-def smtp_sink(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{port}", "1000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def smtp_source(port: int, messages: int, args: argparse.Namespace,
-                sessions: int = 0) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["smtp-source", "-s", str(sessions or args.sessions),
-                             "-m", str(messages), "-l", str(args.size),
-                             "-f", "bench@example.test", "-t", "sink@example.test",
-                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
-
-
 def send_all(port: int, args: argparse.Namespace) -> float:
     """Send the timed run's messages: as fast as smtp-source can, or with --rate at that
     many per second (a batch every 0.1 s). Returns the load's CPU seconds."""
@@ -174,7 +136,7 @@ def send_all(port: int, args: argparse.Namespace) -> float:
             batches.append(args.messages % per_tick)
     start, sent, procs = time.monotonic(), 0, []
     for n in batches:
-        procs.append(smtp_source(port, n, args, min(n, args.sessions)))
+        procs.append(smtp_source(port, n, min(n, args.sessions), args.size))
         sent += n
         if args.rate:
             time.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
@@ -208,10 +170,6 @@ def wait_delivered(log: MailLog, count: int, timeout: float, stall: float,
         if now - start > timeout:
             raise TimeoutError(f"only {seen} of {count} delivered after {timeout:.0f}s")
     return max(gap, time.monotonic() - last_progress)
-
-
-def master_pid(pf: PostfixInstance) -> int:
-    return int((pf.queue_dir / "pid" / "master.pid").read_text().split()[0])
 
 
 def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
@@ -254,7 +212,7 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         log = MailLog(pf.maillog)
 
         # Warm-up: every process the timed run needs is running before the clock starts.
-        warm = smtp_source(pf.port, args.warmup, args)
+        warm = smtp_source(pf.port, args.warmup, args.sessions, args.size)
         warm.wait()
         wait_delivered(log, args.warmup, args.timeout, args.stall, diagnose)
         log.delays.clear()
@@ -379,42 +337,6 @@ class Diagnosis:
 
 
 # -- the report ------------------------------------------------------------------------------
-def spread(values: list[float], fmt: str = "{:.0f}") -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return fmt.format(med)
-    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
-
-def machine_line() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
-            f"load average before the runs {os.getloadavg()[0]:.2f}")
-
-
-def versions() -> str:
-    def first_line(*argv: str) -> str:
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, check=False)
-            return (p.stdout or p.stderr).strip().splitlines()[0]
-        except (OSError, IndexError):
-            return "?"
-    postfix = first_line("postconf", "-d", "-h", "mail_version")
-    import celery
-    return (f"Postfix {postfix}, {first_line('/usr/sbin/clamd', '--version')}, "
-            f"{first_line('redis-server', '--version').split(' sha=')[0]}, "
-            f"Celery {celery.__version__}, Python {platform.python_version()}")
-
-
 def report(results: list[Result], args: argparse.Namespace, setups: list[Setup]) -> None:
     by = {s.name: [r for r in results if r.setup == s.name] for s in setups}
     alone = by.get("alone", [])

@@ -1,0 +1,145 @@
+"""What the benchmarks share: the SMTP load and sink, Postfix's log of deliveries, and the
+way figures and the machine are printed.
+
+smtp-source and smtp-sink are Postfix's own load generator and sink (fast C programs,
+so that neither limits what is measured). With a dump file, smtp-sink also keeps every
+message it received, so that a benchmark can count each one at the far end (SinkDump).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+from holdscan.lab.postfix import PostfixInstance
+
+SENT = re.compile(rb"status=sent")
+DELAY = re.compile(rb" delay=([0-9.]+),")
+# The Received: line Postfix's smtpd wrote when the message arrived; its queue ID names the
+# message once for its whole life (a rewritten copy keeps the header).
+POSTFIX_ID = re.compile(rb"^\tby \S+ \(Postfix\) with E?SMTP\S* id ([0-9A-Za-z]+)", re.M)
+
+
+def smtp_sink(port: int, dump: Path | None = None) -> subprocess.Popen[bytes]:
+    """smtp-sink on a loopback port; with `dump`, every message appended to that file (its
+    directory must be writable by postfix, the user smtp-sink runs as)."""
+    argv = ["smtp-sink", "-u", "postfix"]
+    if dump is not None:
+        argv += ["-D", str(dump)]
+    return subprocess.Popen([*argv, f"127.0.0.1:{port}", "1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def smtp_source(port: int, messages: int, sessions: int = 20, size: int = 5000
+                ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["smtp-source", "-s", str(sessions), "-m", str(messages),
+                             "-l", str(size), "-f", "bench@example.test",
+                             "-t", "sink@example.test", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL)
+
+
+def master_pid(pf: PostfixInstance) -> int:
+    return int((pf.queue_dir / "pid" / "master.pid").read_text().split()[0])
+
+
+class MailLog:
+    """Postfix's log, read from where we left off: deliveries and their delays."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.rest = b""
+        self.sent = 0
+        self.delays: list[float] = []
+
+    def poll(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.sent
+        self.offset += len(data)
+        data, self.rest = self.rest + data, b""
+        cut = data.rfind(b"\n") + 1
+        data, self.rest = data[:cut], data[cut:]
+        for line in data.splitlines():
+            if SENT.search(line):
+                self.sent += 1
+                m = DELAY.search(line)
+                if m:
+                    self.delays.append(float(m.group(1)))
+        return self.sent
+
+
+class SinkDump:
+    """smtp-sink's dump file, read from where we left off: how many times each message
+    (by the queue ID Postfix gave it on arrival) reached the sink."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.rest = b""
+        self.copies: Counter[bytes] = Counter()
+
+    def poll(self) -> int:
+        """Deliveries so far."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(data)
+        data = self.rest + data
+        cut = data.rfind(b"\n") + 1
+        data, self.rest = data[:cut], data[cut:]
+        self.copies.update(POSTFIX_ID.findall(data))
+        return sum(self.copies.values())
+
+    def not_once(self) -> dict[bytes, int]:
+        """Messages that reached the sink more than once."""
+        return {k: n for k, n in self.copies.items() if n != 1}
+
+
+# -- figures -----------------------------------------------------------------------------------
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    """The median [lowest-highest]."""
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def machine_line() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
+            f"load average before the runs {os.getloadavg()[0]:.2f}")
+
+
+def versions() -> str:
+    def first_line(*argv: str) -> str:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, check=False)
+            return (p.stdout or p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    postfix = first_line("postconf", "-d", "-h", "mail_version")
+    import celery
+    return (f"Postfix {postfix}, {first_line('/usr/sbin/clamd', '--version')}, "
+            f"{first_line('redis-server', '--version').split(' sha=')[0]}, "
+            f"Celery {celery.__version__}, Python {platform.python_version()}")
