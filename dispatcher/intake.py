@@ -130,7 +130,7 @@ class Intake:
                       "human (inspect with `postcat -q ID`, release unscanned with "
                       "`postsuper -H ID`)", queue_id=qid, error=str(e))
                 continue
-            in_flight.add(InFlight(claim, qf, message, hashlib.sha256(message).hexdigest()))
+            in_flight.add(InFlight(claim, qf, hashlib.sha256(message).hexdigest()))
         self.metrics.in_flight.set(len(in_flight))
 
     def done(self, qid: str) -> None:
