@@ -232,7 +232,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print(f"\nbacklog of {args.messages} held messages of {args.size} bytes, after "
           f"{args.warmup} to warm up; {args.rounds} rounds, set-ups taking turns; "
           "median [lowest-highest]")
-    print(f"machine: {machine_line()}, now {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine_line(args.load_before)}, after them "
+          f"{os.getloadavg()[0]:.2f}")
     print(f"software: {versions()}")
     print("Shared machine: other work may run beside these runs, so msg/s is noisy.\n")
     print(f"{'set-up':60} {'msg/s':>16} {'first 10%':>16} {'last 10%':>16}")
@@ -270,7 +271,8 @@ def main() -> None:
     args.setups = args.setups.split(",")
     if unknown := set(args.setups) - set(SETUPS):
         ap.error(f"no set-up {', '.join(sorted(unknown))}; choose from {', '.join(SETUPS)}")
-    print(f"load average before the runs: {os.getloadavg()[0]:.2f}", flush=True)
+    args.load_before = os.getloadavg()[0]
+    print(f"load average before the runs: {args.load_before:.2f}", flush=True)
     results: list[Result] = []
     for rnd in range(1, args.rounds + 1):
         for s in args.setups:

@@ -118,7 +118,8 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
     return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
-def machine_line() -> str:
+def machine_line(load_before: float | None = None) -> str:
+    """Cores, CPU model, kernel, and the load average before the runs (now if not given)."""
     model = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -128,7 +129,8 @@ def machine_line() -> str:
     except OSError:
         pass
     return (f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
-            f"load average before the runs {os.getloadavg()[0]:.2f}")
+            f"load average before the runs "
+            f"{os.getloadavg()[0] if load_before is None else load_before:.2f}")
 
 
 def versions() -> str:
