@@ -1,6 +1,11 @@
 """What the benchmarks share: Postfix's log as a count of deliveries and their delays,
-smtp-sink and smtp-source (paced or not), waiting for deliveries, and the report's
-median [lowest-highest] and machine lines."""
+smtp-sink and smtp-source (paced or not), waiting for deliveries, counting each message
+at the sink, and the report's median [lowest-highest] and machine lines.
+
+smtp-source and smtp-sink are Postfix's own load generator and sink (fast C programs,
+so that neither limits what is measured). With a dump file, smtp-sink also keeps every
+message it received, so that a benchmark can count each one at the far end (SinkDump).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ import re
 import statistics
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 from holdscan.lab.postfix import PostfixInstance
 
 SENT = re.compile(rb"status=sent")
 DELAY = re.compile(rb" delay=([0-9.]+),")
+# The Received: line Postfix's smtpd wrote when the message arrived; its queue ID names the
+# message once for its whole life (a rewritten copy keeps the header).
+POSTFIX_ID = re.compile(rb"^\tby \S+ \(Postfix\) with E?SMTP\S* id ([0-9A-Za-z]+)", re.M)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,17 +63,22 @@ class MailLog:
         return self.sent
 
 
-def smtp_sink(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["smtp-sink", "-u", "postfix", f"127.0.0.1:{port}", "1000"],
+def smtp_sink(port: int, dump: Path | None = None) -> subprocess.Popen[bytes]:
+    """smtp-sink on a loopback port; with `dump`, every message appended to that file (its
+    directory must be writable by postfix, the user smtp-sink runs as)."""
+    argv = ["smtp-sink", "-u", "postfix"]
+    if dump is not None:
+        argv += ["-D", str(dump)]
+    return subprocess.Popen([*argv, f"127.0.0.1:{port}", "1000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def smtp_source(port: int, messages: int, args: argparse.Namespace,
-                sessions: int = 0) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["smtp-source", "-s", str(sessions or args.sessions),
-                             "-m", str(messages), "-l", str(args.size),
-                             "-f", "bench@example.test", "-t", "sink@example.test",
-                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
+def smtp_source(port: int, messages: int, sessions: int = 20, size: int = 5000
+                ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["smtp-source", "-s", str(sessions), "-m", str(messages),
+                             "-l", str(size), "-f", "bench@example.test",
+                             "-t", "sink@example.test", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL)
 
 
 def send_all(port: int, args: argparse.Namespace) -> float:
@@ -79,7 +93,7 @@ def send_all(port: int, args: argparse.Namespace) -> float:
             batches.append(args.messages % per_tick)
     start, sent, procs = time.monotonic(), 0, []
     for n in batches:
-        procs.append(smtp_source(port, n, args, min(n, args.sessions)))
+        procs.append(smtp_source(port, n, min(n, args.sessions), args.size))
         sent += n
         if args.rate:
             time.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
@@ -119,8 +133,39 @@ def master_pid(pf: PostfixInstance) -> int:
     return int((pf.queue_dir / "pid" / "master.pid").read_text().split()[0])
 
 
+class SinkDump:
+    """smtp-sink's dump file, read from where we left off: how many times each message
+    (by the queue ID Postfix gave it on arrival) reached the sink."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.rest = b""
+        self.copies: Counter[bytes] = Counter()
+
+    def poll(self) -> int:
+        """Deliveries so far."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(data)
+        data = self.rest + data
+        cut = data.rfind(b"\n") + 1
+        data, self.rest = data[:cut], data[cut:]
+        self.copies.update(POSTFIX_ID.findall(data))
+        return sum(self.copies.values())
+
+    def not_once(self) -> dict[bytes, int]:
+        """Messages that reached the sink more than once."""
+        return {k: n for k, n in self.copies.items() if n != 1}
+
+
+# -- figures -----------------------------------------------------------------------------------
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    """The median [lowest-highest]."""
     if not values:
         return "-"
     med = statistics.median(values)
@@ -129,7 +174,8 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
     return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
-def machine_line() -> str:
+def machine_line(load_before: float | None = None) -> str:
+    """Cores, CPU model, kernel, and the load average before the runs (now if not given)."""
     model = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -139,7 +185,8 @@ def machine_line() -> str:
     except OSError:
         pass
     return (f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
-            f"load average before the runs {os.getloadavg()[0]:.2f}")
+            f"load average before the runs "
+            f"{os.getloadavg()[0] if load_before is None else load_before:.2f}")
 
 
 def versions() -> str:

@@ -169,8 +169,7 @@ def run_once(variant: str, load: str, rnd: int, args: argparse.Namespace) -> Run
             workers.start_worker(concurrency=1, name=f"bench{i}-", log_level="INFO")
         logs = {h: MailLog(postfixes[h].maillog) for h in HOSTS}
 
-        warm_args = argparse.Namespace(sessions=5, size=args.size)
-        warm = [smtp_source(postfixes[h].port, args.warmup, warm_args) for h in HOSTS]
+        warm = [smtp_source(postfixes[h].port, args.warmup, 5, args.size) for h in HOSTS]
         for p in warm:
             p.wait()
         for h in HOSTS:

@@ -221,7 +221,7 @@ def run_once(setup: Setup, rnd: int, args: argparse.Namespace) -> Result:
         log = MailLog(pf.maillog)
 
         # Warm-up: every process the timed run needs is running before the clock starts.
-        warm = smtp_source(pf.port, args.warmup, args)
+        warm = smtp_source(pf.port, args.warmup, args.sessions, args.size)
         warm.wait()
         wait_delivered(log, args.warmup, args.timeout, args.stall, diagnose)
         log.delays.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -38,7 +39,8 @@ class Intake:
         self.metrics = stats.metrics
         self.rescan_interval = rescan_interval
         self.next_rescan = 0.0
-        self.candidates: OrderedDict[Path, None] = OrderedDict()
+        # Paths as strings: a backlog of 100,000 held files costs ~15 MB here, not ~50.
+        self.candidates: OrderedDict[str, None] = OrderedDict()
         self.left_for_human: set[tuple[str, int]] = set()   # unparseable, or policy "hold"
         self.parked: dict[str, list[str]] = {}      # queue ID -> its Postfix logs
         self.unsettled: set[str] = set()            # journal entries to settle again
@@ -53,7 +55,7 @@ class Intake:
         if path is None:
             self.rescan()
         else:
-            self.candidates[path] = None
+            self.candidates[str(path)] = None
 
     def start(self) -> None:
         self.rescan()
@@ -70,23 +72,29 @@ class Intake:
             self.next_rescan = now + self.rescan_interval
 
     def rescan(self) -> None:
-        """Every file in hold, oldest first, as candidates."""
-        found = []
-        for p in self.spool.hold_files():
+        """Every file in hold as a candidate; those not already waiting to be claimed are
+        added oldest first. Only those are stat'ed: with a backlog waiting, a rescan costs
+        one listing of hold, not a stat and a new path for each of its files (at 50,000
+        held that was a second of CPU per rescan, every rescan_interval)."""
+        found, depth = [], 0
+        for p in self.spool.hold_paths():
+            depth += 1
+            if p in self.candidates:
+                continue
             try:
-                found.append((p.stat().st_mtime, p))
+                found.append((os.stat(p).st_mtime, p))
             except FileNotFoundError:
                 continue
         found.sort()
-        for _, p in found:
-            self.candidates[p] = None
-        self.metrics.hold_depth.set(len(found))
-        self.hold_depth = len(found)
+        self.candidates.update((p, None) for _, p in found)
+        self.metrics.hold_depth.set(depth)
+        self.hold_depth = depth
 
     def claim(self, in_flight: Tracker, max_in_flight: int) -> None:
         """Claim candidates into `in_flight` until it holds max_in_flight."""
         while self.candidates and len(in_flight) < max_in_flight:
-            path, _ = self.candidates.popitem(last=False)
+            name, _ = self.candidates.popitem(last=False)
+            path = Path(name)
             qid = path.name
             if not in_flight.may_claim(qid) or (qid in self.unsettled and not self._settle(qid)):
                 continue
@@ -122,7 +130,7 @@ class Intake:
                       "human (inspect with `postcat -q ID`, release unscanned with "
                       "`postsuper -H ID`)", queue_id=qid, error=str(e))
                 continue
-            in_flight.add(InFlight(claim, qf, message, hashlib.sha256(message).hexdigest()))
+            in_flight.add(InFlight(claim, qf, hashlib.sha256(message).hexdigest()))
         self.metrics.in_flight.set(len(in_flight))
 
     def done(self, qid: str) -> None:

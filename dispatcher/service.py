@@ -40,6 +40,7 @@ from dispatcher.inflight import InFlight, Retry, Tracker, scanning_state
 from dispatcher.intake import Intake
 from dispatcher.notify import Notifier
 from dispatcher.policy import Policy
+from dispatcher.progress import Progress
 from dispatcher.spool import MessageGone, Spool
 from dispatcher.status import Stats, StatusFile
 from dispatcher.transport import Transport, TransportError, default_dispatcher_id, reply_key
@@ -77,6 +78,7 @@ class Dispatcher:
         self.inbox = Inbox()
         self.watcher = Watcher(spool.hold_dir, self.inbox.path)
         self.stopping = False
+        self.progress = Progress.for_stderr() if once else None     # --once on a terminal
         self._dirty_dirs: set[Path] = set()         # directories to fsync (_finish_batch)
 
     def run(self) -> int:
@@ -91,6 +93,8 @@ class Dispatcher:
         signal.signal(signal.SIGINT, self.inbox.stop)
         self.intake.start()
         total = len(self.intake)
+        if self.progress:
+            self.progress.wipe_before_logs()
         event(log, logging.INFO, "dispatcher started", id=self.id, hold=self.spool.hold_dir,
               candidates=total)
         next_housekeeping = 0.0
@@ -111,11 +115,14 @@ class Dispatcher:
                 self.intake.tick(now)
                 self.upkeep.tick(now)
                 if self.once:
-                    self.stats.progress(total, len(self.in_flight))
+                    if self.progress:
+                        self.progress.update(self.stats.handled, total, len(self.in_flight))
                     if not self.intake and not self.in_flight and not self.in_flight.unsent:
                         break
         finally:
             self._shutdown()
+            if self.progress:
+                self.progress.finish(self.stats.handled(), total, len(self.in_flight))
         return self.stats.once_summary(len(self.in_flight.retry_at),
                                        len(self.intake.left_for_human)) if self.once else 0
 

@@ -207,9 +207,13 @@ class Spool:
 
     def hold_files(self) -> Iterator[Path]:
         """Every entry in hold that looks like a queue file (hashed or flat)."""
+        return (Path(p) for p in self.hold_paths())
+
+    def hold_paths(self) -> Iterator[str]:
+        """hold_files() as strings: a listing of a large hold without a Path for each."""
         depth = (self.settings.hash_queue_depth
                  if "hold" in self.settings.hash_queue_names else 0)
-        yield from _walk(self.hold_dir, depth)
+        yield from _walk(str(self.hold_dir), depth)
 
     def message_logs(self, queue_id: str) -> list[str]:
         """Which of Postfix's per-message logs (defer, bounce, trace) this ID has."""
@@ -580,13 +584,13 @@ class _NotNow(Exception):
     pass
 
 
-def _walk(directory: Path, depth: int) -> Iterator[Path]:
+def _walk(directory: str, depth: int) -> Iterator[str]:
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return
     for e in entries:
         if depth > 0 and e.is_dir(follow_symlinks=False) and len(e.name) == 1:
-            yield from _walk(Path(e.path), depth - 1)
+            yield from _walk(e.path, depth - 1)
         elif depth == 0:
-            yield Path(e.path)
+            yield e.path

@@ -86,18 +86,12 @@ class Stats:
         return {"components": self.components, "outcomes": self.outcomes,
                 "workers_seen": self.workers_seen, "last_errors": self.last_errors}
 
-    def progress(self, total: int, in_flight: int) -> None:
-        """--once on a terminal: how far it got."""
-        if sys.stderr.isatty():
-            done = sum(self.outcomes.values())
-            sys.stderr.write(f"\rholdscan: {done}/{max(total, done)} handled, "
-                             f"{in_flight} in flight ")
-            sys.stderr.flush()
+    def handled(self) -> int:
+        """Messages done with so far, whatever the outcome."""
+        return sum(self.outcomes.values())
 
     def once_summary(self, waiting: int, unparseable: int) -> int:
         """--once: say what was done, and fail if anything had to stay in hold."""
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
         print(f"holdscan: {outcomes or 'nothing to do'}", file=sys.stderr)
         if waiting or unparseable:

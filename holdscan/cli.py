@@ -475,7 +475,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"messages per Celery task (default: dispatcher.batch_size, "
                    f"{d.batch_size})")
     p.add_argument("--once", action="store_true",
-                   help="drain what is in hold now, then exit (default: run until stopped)")
+                   help="drain what is in hold now, then exit (default: run until stopped); on a "
+                   "terminal, with a progress bar: handled/total, msg/s, ETA, in flight")
     p.add_argument("--local", type=int, metavar="N",
                    help="scan in N local processes, without a broker (default: "
                    f"dispatcher.local_workers, {d.local_workers}: the broker and its workers)")

@@ -63,15 +63,15 @@ class Cluster:
         self.dispatcher: subprocess.Popen[bytes] | None = None
         self._n = 0
 
-    def _spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None
-               ) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None,
+               stderr: int | None = None) -> subprocess.Popen[bytes]:
         self._n += 1
         # The child keeps the log open; ours is closed as soon as the child has it.
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HOLDSCAN_CONFIG": str(self.config),
                     **(env or {})}
         with open(self.log_dir / f"{name}.{self._n}.log", "wb") as log:
-            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                    start_new_session=True)
+            return subprocess.Popen(argv, stdout=log, env=full_env, start_new_session=True,
+                                    stderr=subprocess.STDOUT if stderr is None else stderr)
 
     def start_worker(self, concurrency: int = 1, name: str = "w",
                      env: dict[str, str] | None = None, log_level: str = "WARNING"
@@ -82,10 +82,11 @@ class Cluster:
         self.workers.append(p)
         return p
 
-    def start_dispatcher(self, *args: str, env: dict[str, str] | None = None
-                         ) -> subprocess.Popen[bytes]:
+    def start_dispatcher(self, *args: str, env: dict[str, str] | None = None,
+                         stderr: int | None = None) -> subprocess.Popen[bytes]:
+        """stderr: a file descriptor for its stderr (e.g. a terminal's), instead of the log."""
         self.dispatcher = self._spawn([HOLDSCAN, "dispatch", "--config", str(self.config),
-                                       *args], "dispatcher", env)
+                                       *args], "dispatcher", env, stderr)
         return self.dispatcher
 
     def kill_dispatcher(self) -> None:

@@ -82,7 +82,7 @@ QF = queuefile.parse(queuefile.serialize(QueueFile(
 def add(tracker: Tracker, claim: object, *queue_ids: str) -> list[InFlight]:
     out = []
     for qid in queue_ids:
-        inf = InFlight(claim(qid), QF, QF.message_bytes(), f"sha-{qid}")  # type: ignore[operator]
+        inf = InFlight(claim(qid), QF, f"sha-{qid}")  # type: ignore[operator]
         tracker.add(inf)
         out.append(inf)
     return out
