@@ -53,7 +53,7 @@ def worker_name() -> str:
 
 def scan_requests(requests: list[Any]) -> dict[str, list[dict[str, Any]]]:
     """Scan a batch; returns verdicts grouped by the reply list they go to."""
-    from workers.engine import scan_message
+    from workers.engine import batch_line, scan_message
 
     valid: list[ScanRequest] = []
     for r in requests:
@@ -68,10 +68,14 @@ def scan_requests(requests: list[Any]) -> dict[str, list[dict[str, Any]]]:
     work = [(r, raw) for r, raw in zip(valid, contents, strict=True) if isinstance(raw, bytes)]
     announce_started([r for r, _ in work])
     replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    verdicts = []
     for request, raw in work:
         crashpoint("worker.before_scan")
         verdict = scan_message(raw, request, _scanners(), cfg.headers, worker_name())
         replies[request.reply_to].append(verdict.to_dict())
+        verdicts.append(verdict)
+    if verdicts:
+        log.info("%s", batch_line(verdicts))
     return replies
 
 
