@@ -53,8 +53,9 @@ class Watcher:
 
     def start(self) -> None:
         # Every hash subdirectory that exists now; those Postfix creates later are added
-        # as their events arrive (events()).
-        self._watch(self.hold_dir)
+        # as their events arrive (events()). Not quiet: a hold directory that cannot be
+        # watched stops the start, with the reason.
+        self.wm.add_watch(str(self.hold_dir), MASK, rec=True, quiet=False)
         self._thread.start()
 
     def _watch(self, directory: Path) -> None:
