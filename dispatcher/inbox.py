@@ -1,15 +1,17 @@
 """The loop's inbox: what the other threads tell the one thread that does the work.
 
-The watcher names paths in hold (None: look at everything), the transport's
-listener hands over the workers' replies (verdicts and started notices) and
-the state of a component ("up", "down: why"), and SIGTERM or SIGINT ask to
-stop. They only put events on one queue; the dispatcher's loop takes them all
-at once, so that it alone claims, sends and applies.
+The watcher names paths in hold, a read's worth at a time (None: look at
+everything), the transport's listener hands over the workers' replies
+(verdicts and started notices) and the state of a component ("up", "down:
+why"), and SIGTERM or SIGINT ask to stop. They only put events on one queue;
+the dispatcher's loop takes them all at once, so that it alone claims, sends
+and applies.
 """
 
 from __future__ import annotations
 
 import queue
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,8 @@ class Inbox:
     def __init__(self) -> None:
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
 
-    def path(self, path: Path | None) -> None:
-        self.queue.put(("path", path))
+    def paths(self, paths: Iterable[Path | None]) -> None:
+        self.queue.put(("paths", paths))
 
     def replies(self, replies: Any) -> None:
         self.queue.put(("replies", replies))
@@ -48,8 +50,8 @@ class Inbox:
             kind, value = self.queue.get(timeout=timeout) if timeout > 0 else \
                 self.queue.get_nowait()
             while True:
-                if kind == "path":
-                    events.paths.append(value)
+                if kind == "paths":
+                    events.paths.extend(value)
                 elif kind == "replies":
                     events.replies.extend(value if isinstance(value, list) else [value])
                 elif kind == "state":

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dispatcher import disposition
 from dispatcher.attempts import Attempts
-from dispatcher.durable import fsync_dir
+from dispatcher.handover import Handover
 from dispatcher.inbox import Inbox
 from dispatcher.inflight import InFlight, Retry, Tracker, scanning_state
 from dispatcher.intake import Intake
@@ -76,7 +76,8 @@ class Dispatcher:
                              web=WebRequests(spool, cfg, web) if web is not None else None)
         self.status = StatusFile(spool.state_dir / "status.json")
         self.inbox = Inbox()
-        self.watcher = Watcher(spool.hold_dir, self.inbox.path)
+        self.watcher = Watcher(spool.hold_dir, self.inbox.paths)
+        self.handover = Handover(spool.wake_qmgr)
         self.stopping = False
         self.progress = Progress.for_stderr() if once else None     # --once on a terminal
         self._dirty_dirs: set[Path] = set()         # directories to fsync (_finish_batch)
@@ -87,6 +88,7 @@ class Dispatcher:
         if self.options.metrics_address:
             self.metrics.serve(self.options.metrics_address)
         self.transport.start(self.inbox.replies, self.inbox.state)
+        self.handover.start()
         if not self.once:
             self.watcher.start()
         signal.signal(signal.SIGTERM, self.inbox.stop)
@@ -148,6 +150,7 @@ class Dispatcher:
         self.watcher.stop() if not self.once else None
         # Verdicts that already arrived are applied; everything else stays in hold.
         self._drain_events(timeout=0)
+        self.handover.stop()        # the releases made so far: durable, and qmgr told
         self.transport.forget([self.transport.key(q) for q in self.in_flight.drop_all()])
         self.transport.close()
         self._housekeeping()
@@ -266,7 +269,7 @@ class Dispatcher:
         elif plan.kind == "release":
             hold_parent = inf.claim.path.parent
             target = self.spool.release(inf.claim, sync=False)
-            self._dirty_dirs.update((target.parent, hold_parent))   # fsync'd by _finish_batch
+            self._dirty_dirs.update((target.parent, hold_parent))   # fsync'd by the handover
         elif plan.kind == "quarantine":
             self.spool.quarantine(inf.claim, plan.quarantine or {})
         else:
@@ -285,13 +288,12 @@ class Dispatcher:
         self.metrics.in_flight.set(len(self.in_flight))
 
     def _finish_batch(self, released: bool) -> None:
-        """Once per batch of verdicts, not per message: make the renames durable before
-        qmgr is told about them, and drop content keys and attempt rows in one go."""
+        """Once per batch of verdicts, not per message: have the renames made durable and
+        then qmgr told (dispatcher/handover.py, on its own thread), and drop content keys
+        and attempt rows in one go."""
         if released:
-            for d in self._dirty_dirs:
-                fsync_dir(d)
-            self._dirty_dirs.clear()
-            self.spool.wake_qmgr()
+            self.handover.released(self._dirty_dirs)
+            self._dirty_dirs = set()
         self.transport.forget([self.transport.key(q) for q in self.in_flight.take_done()])
         self.in_flight.forget_done()
 

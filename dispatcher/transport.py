@@ -92,8 +92,13 @@ class CeleryTransport:
             for request, raw in batch:
                 pipe.set(request.content_key, raw, ex=self.cfg.broker.content_ttl)
             pipe.execute()
+            # argsrepr: what Celery shows of the task (logs, Flower); without it Celery
+            # would build a repr of every request in the batch, for each task sent.
             self.app.send_task(SCAN_TASK, args=[[r.to_dict() for r, _ in batch]],
-                               queue=self.queue, expires=expires, retry=False)
+                               queue=self.queue, expires=expires, retry=False,
+                               argsrepr=f"[{len(batch)} scan requests: "
+                                        f"{' '.join(r.queue_id for r, _ in batch)}]",
+                               kwargsrepr="{}")
         except Exception as e:   # redis, kombu and socket errors all mean "not handed over"
             raise TransportError(f"{type(e).__name__}: {e}") from e
 
@@ -150,15 +155,15 @@ def _local_init(cfg: Config) -> None:
 def _local_scan(batch: list[tuple[dict[str, Any], bytes]]) -> list[dict[str, Any]]:
     import socket
 
-    from workers.engine import scan_message
+    from workers.engine import batch_line, scan_message
     cfg: Config = _local["cfg"]
-    out = []
+    verdicts = []
     for req_dict, raw in batch:
         request = ScanRequest.from_dict(req_dict)
-        verdict = scan_message(raw, request, _local["scanners"], cfg.headers,
-                               cfg.worker.name or f"{socket.gethostname()}-local")
-        out.append(verdict.to_dict())
-    return out
+        verdicts.append(scan_message(raw, request, _local["scanners"], cfg.headers,
+                                     cfg.worker.name or f"{socket.gethostname()}-local"))
+    logging.getLogger("holdscan.worker").info("%s", batch_line(verdicts))
+    return [v.to_dict() for v in verdicts]
 
 
 def _new_pool(cfg: Config, processes: int) -> ProcessPoolExecutor:

@@ -69,7 +69,7 @@ Replies = dict[tuple[str, str], list[dict[str, Any]]]    # (store, reply list) -
 
 def scan_requests(requests: list[Any]) -> Replies:
     """Scan a batch; returns verdicts grouped by the store and reply list they go to."""
-    from workers.engine import scan_message
+    from workers.engine import batch_line, scan_message
 
     by_store: dict[str, list[ScanRequest]] = defaultdict(list)
     for r in requests:
@@ -94,10 +94,14 @@ def scan_requests(requests: list[Any]) -> Replies:
                  if isinstance(raw, bytes)]
     announce_started([r for r, _ in work])
     replies: Replies = defaultdict(list)
+    verdicts = []
     for request, raw in work:
         crashpoint("worker.before_scan")
         verdict = scan_message(raw, request, _scanners(), cfg.headers, worker_name())
         replies[(request.store, request.reply_to)].append(verdict.to_dict())
+        verdicts.append(verdict)
+    if verdicts:
+        log.info("%s", batch_line(verdicts))
     return replies
 
 
