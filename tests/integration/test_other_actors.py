@@ -81,15 +81,20 @@ def shared_postfix_kind():  # noqa: ANN201
     return functools.partial(PostfixInstance, hold="smtpd")
 
 
-def settle(pf: PostfixInstance, sink: Sink, expected: int) -> None:
-    """Let Postfix deliver whatever is still queued (deferred by -H, maildrop by -r)."""
+def settle(pf: PostfixInstance, sink: Sink, spool: Spool, message_id: str,
+           rcpts: list[str], expected: int) -> None:
+    """Let Postfix deliver whatever is still queued (deferred by -H, maildrop by -r), until
+    each recipient has `expected` copies, delivered or quarantined (or 30 s have passed:
+    the assertions that follow then say what is missing)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         run("postqueue", "-c", str(pf.config_dir), "-f", check=False)
         queued = sum(len(pf.queue_files(q)) for q in ("maildrop", "incoming", "active",
                                                       "deferred"))
-        if not queued and sink.count() >= expected:
-            return
+        if not queued:
+            live, quarantined, _ = copies_per_recipient(pf, sink, spool, message_id)
+            if all(live[r] + quarantined[r] >= expected for r in rcpts):
+                return
         time.sleep(0.3)
 
 
@@ -141,7 +146,7 @@ def test_postsuper_while_claimed_never_duplicates_or_resurrects(shared_postfix, 
             proc.kill()
     spool.wake_qmgr()
     expected = 0 if (acted and actor == "-d") else 1
-    settle(pf, sink, expected)
+    settle(pf, sink, spool, message_id, rcpts, expected)
     time.sleep(0.5)
     live, quarantined, rewritten = copies_per_recipient(pf, sink, spool, message_id)
     for r in rcpts:
