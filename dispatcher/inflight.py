@@ -147,15 +147,24 @@ class Tracker:
     def may_submit(self) -> bool:
         return self.clock() >= self._broker_until
 
-    def take_batches(self, size: int, now: float, content_key: Callable[[str], str],
-                     reply_to: str, store: str = "") -> list[list[tuple[ScanRequest, bytes]]]:
-        """The scan requests for the unsent messages, in batches of `size`; they are unsent
-        no more (not_sent puts them back). A message whose batch died without a verdict
-        goes alone, so that one poison message cannot use up the attempts of the others
-        it was batched with. `store` names the content store that holds the content keys
-        and the reply list ("" for the workers' default)."""
+    def take_batches(self, size: int) -> list[list[str]]:
+        """The unsent messages' IDs, in batches of `size`; they are unsent no more
+        (not_sent puts them back). A message whose batch died without a verdict goes
+        alone, so that one poison message cannot use up the attempts of the others it was
+        batched with. Only IDs: each batch's requests and bytes are made by `requests`
+        when it is handed over, so that a backlog's thousands of claims never have their
+        message bytes in memory all at once."""
         ids = [q for q in self.unsent if q in self.messages]
         self.unsent = []
+        solo = [[q] for q in ids if self.messages[q].solo]
+        rest = [q for q in ids if not self.messages[q].solo]
+        return solo + [rest[i:i + size] for i in range(0, len(rest), size)]
+
+    def requests(self, ids: list[str], now: float, content_key: Callable[[str], str],
+                 reply_to: str, store: str = "") -> list[tuple[ScanRequest, bytes]]:
+        """The scan requests for one batch from take_batches, with each message's bytes.
+        `store` names the content store that holds the content keys and the reply list
+        ("" for the workers' default)."""
         items = []
         for qid in ids:
             inf = self.messages[qid]
@@ -167,9 +176,7 @@ class Tracker:
                 reply_to=reply_to, submitted_at=now, inode=inf.claim.inode, sha256=inf.sha256,
                 store=store)
             items.append((inf.request, message))
-        solo = [[item] for item in items if self.messages[item[0].queue_id].solo]
-        rest = [item for item in items if not self.messages[item[0].queue_id].solo]
-        return solo + [rest[i:i + size] for i in range(0, len(rest), size)]
+        return items
 
     def sent(self, ids: list[str]) -> None:
         now = self.clock()

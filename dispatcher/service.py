@@ -163,21 +163,22 @@ class Dispatcher:
         if not self.in_flight.may_submit():
             return False
         now = time.time()
-        batches = self.in_flight.take_batches(self.options.batch_size, now, self.transport.key,
-                                              reply_key(self.id), self.cfg.broker.content_store)
+        batches = self.in_flight.take_batches(self.options.batch_size)
         if not batches:
             return True
-        for n, batch in enumerate(batches):
+        for n, ids in enumerate(batches):
+            batch = self.in_flight.requests(ids, now, self.transport.key, reply_key(self.id),
+                                            self.cfg.broker.content_store)
             try:
                 self.transport.submit(batch, expires=now + self.options.verdict_deadline)
             except TransportError as e:
                 # Not handed over: keep the claims, try again after a pause.
-                self.in_flight.not_sent([r.queue_id for b in batches[n:] for r, _ in b])
+                self.in_flight.not_sent([q for b in batches[n:] for q in b])
                 self.stats.state_change("broker", f"down: {e}")
                 return False
             crashpoint("dispatch.after_submit")
-            self.in_flight.sent([r.queue_id for r, _ in batch])
-            self.metrics.attempts.inc(len(batch))
+            self.in_flight.sent(ids)
+            self.metrics.attempts.inc(len(ids))
         self.stats.state_change("broker", "up")
         self.in_flight.broker_took_all()
         return True

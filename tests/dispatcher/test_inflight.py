@@ -89,9 +89,9 @@ def add(tracker: Tracker, claim: object, *queue_ids: str) -> list[InFlight]:
 
 
 def send(tracker: Tracker, size: int = 20) -> list[list[str]]:
-    batches = tracker.take_batches(size, 1_700_000_000.0, lambda q: f"key:{q}", "reply")
-    ids = [[r.queue_id for r, _ in b] for b in batches]
+    ids = tracker.take_batches(size)
     for b in ids:
+        tracker.requests(b, 1_700_000_000.0, lambda q: f"key:{q}", "reply")
         tracker.sent(b)
     return ids
 
@@ -110,8 +110,9 @@ def clean(queue_id: str) -> Verdict:
 def test_requests_carry_the_message_and_its_next_attempt(tracker, claim, attempts) -> None:
     [inf] = add(tracker, claim, "Q1")
     attempts.increment_many([("Q1", inf.claim.inode)])
-    [[(request, message)]] = tracker.take_batches(20, 1_700_000_000.0, lambda q: f"key:{q}",
-                                                  "reply")
+    [ids] = tracker.take_batches(20)
+    [(request, message)] = tracker.requests(ids, 1_700_000_000.0, lambda q: f"key:{q}",
+                                            "reply")
     assert message == QF.message_bytes()
     assert (request.queue_id, request.attempt, request.sender, request.recipients) == \
         ("Q1", 2, "s@example.test", ["a@example.com", "b@example.com"])
@@ -147,7 +148,7 @@ def test_a_batch_is_due_when_full_when_the_oldest_waited_or_when_draining(tracke
 
 def test_a_refused_batch_waits_longer_each_time(tracker, claim, clock) -> None:
     add(tracker, claim, "Q1", "Q2")
-    tracker.take_batches(20, 0.0, str, "reply")
+    tracker.take_batches(20)
     waits = []
     for _ in range(8):
         tracker.not_sent(["Q1", "Q2"])
@@ -223,7 +224,8 @@ def test_started_more_often_than_allowed_is_given_up(tracker, claim, clock) -> N
 def test_only_messages_handed_over_are_started(tracker, claim) -> None:
     add(tracker, claim, "Q1", "Q2")
     assert tracker.sent_ids(["Q1", "Q2", "Q9"]) == []
-    tracker.take_batches(1, 0.0, str, "reply")
+    for ids in tracker.take_batches(1):
+        tracker.requests(ids, 0.0, str, "reply")
     assert tracker.sent_ids(["Q1", "Q2", "Q9"]) == ["Q1", "Q2"]
 
 
