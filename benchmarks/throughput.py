@@ -359,7 +359,7 @@ def report(results: list[Result], args: argparse.Namespace, setups: list[Setup])
     print(f"\n{args.messages} messages of {args.size} bytes per timed run, after "
           f"{args.warmup} to warm up; {args.sessions} SMTP sessions; {args.rounds} rounds, "
           "set-ups interleaved; median [lowest-highest]")
-    print(f"machine: {machine_line()}")
+    print(f"machine: {machine_line(args.load_before)}")
     print(f"software: {versions()}")
     print("holdscan: default settings (batch 20, verdict_deadline 300 s, log level INFO); "
           "clamd: a one-signature test database (no official signatures here)")
@@ -454,6 +454,7 @@ def main() -> None:
                     help="Postfix, the load, Redis and the dispatcher on CPU 0, workers and "
                     "clamd on CPU 1; report the mail host's CPU per message apart")
     args = ap.parse_args()
+    args.load_before = os.getloadavg()[0]      # the report comes after the runs
     if args.split and not {*MAIL_HOST_CPUS, *SCANNING_CPUS} <= os.sched_getaffinity(0):
         ap.error("--split needs CPUs 0 and 1 (os.sched_getaffinity)")
     if not args.explore and (args.messages < MIN_MESSAGES or args.rounds < 3):
