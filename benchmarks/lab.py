@@ -33,27 +33,40 @@ def percentile(values: list[float], q: float) -> float:
     return d[min(len(d) - 1, int(q * len(d)))] if d else float("nan")
 
 
-class MailLog:
-    """Postfix's log, read from where we left off: deliveries and their delays."""
+class Tail:
+    """A growing file, read from where we left off, in whole lines."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self.rest = b""
-        self.sent = 0
-        self.delays: list[float] = []
 
-    def poll(self) -> int:
+    def new_lines(self) -> bytes:
+        """The complete lines written since the last call (b"" while the file is missing)."""
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
-            return self.sent
+            return b""
         self.offset += len(data)
-        data, self.rest = self.rest + data, b""
+        data = self.rest + data
         cut = data.rfind(b"\n") + 1
         data, self.rest = data[:cut], data[cut:]
+        return data
+
+
+class MailLog:
+    """Postfix's log, read from where we left off: deliveries and their delays."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tail = Tail(path)
+        self.sent = 0
+        self.delays: list[float] = []
+
+    def poll(self) -> int:
+        data = self.tail.new_lines()
         for line in data.splitlines():
             if SENT.search(line):
                 self.sent += 1
@@ -138,24 +151,12 @@ class SinkDump:
     (by the queue ID Postfix gave it on arrival) reached the sink."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.rest = b""
+        self.tail = Tail(path)
         self.copies: Counter[bytes] = Counter()
 
     def poll(self) -> int:
         """Deliveries so far."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return 0
-        self.offset += len(data)
-        data = self.rest + data
-        cut = data.rfind(b"\n") + 1
-        data, self.rest = data[:cut], data[cut:]
-        self.copies.update(POSTFIX_ID.findall(data))
+        self.copies.update(POSTFIX_ID.findall(self.tail.new_lines()))
         return sum(self.copies.values())
 
     def not_once(self) -> dict[bytes, int]:

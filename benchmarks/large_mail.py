@@ -45,7 +45,6 @@ import random
 import shutil
 import smtplib
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -61,7 +60,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from throughput import MailLog, Profiler, machine_line, versions  # noqa: E402
+from lab import MailLog, machine_line, spread, versions  # noqa: E402
+from throughput import Profiler  # noqa: E402
 
 from holdscan.lab import cpu  # noqa: E402
 from holdscan.lab.clamd import ClamdServer  # noqa: E402
@@ -367,15 +367,6 @@ class Bench:
 
 
 # -- the report ----------------------------------------------------------------------------------
-def spread(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return fmt.format(med)
-    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
-
-
 def report(results: list[Result], args: argparse.Namespace, load_before: float) -> None:
     print(f"\n{args.rounds} rounds, passes taking turns; median [lowest-highest]; "
           f"about {args.megabytes} MB of mail per timed pass; {WORKERS} workers (one process "
